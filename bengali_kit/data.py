@@ -1,0 +1,227 @@
+"""Reading and validating the competition's files (csv and image parquets).
+
+Image parquets hold one row per image: ``image_id`` then the columns ``'0'..'32331'``, the uint8
+pixels of a 137×236 grayscale image (white background, dark ink). They are read in record batches
+with pyarrow straight into uint8 arrays: no per-row pandas access and no float64 copy.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .components import COMPONENTS, N_CLASSES
+from .errors import DataError
+from .files import atomic_path
+
+__all__ = [
+    "DataError", "IMAGE_HEIGHT", "IMAGE_WIDTH", "N_PIXELS", "ImageBatch", "iter_image_batches", "read_images",
+    "count_images", "image_parquets", "read_train_csv", "read_test_csv", "read_sample_submission",
+    "check_labels_match_images", "write_image_parquet", "labels_array",
+]
+
+IMAGE_HEIGHT, IMAGE_WIDTH = 137, 236
+N_PIXELS = IMAGE_HEIGHT * IMAGE_WIDTH  # 32332
+PIXEL_COLUMNS: tuple[str, ...] = tuple(str(i) for i in range(N_PIXELS))
+SPLITS = ("train", "test")
+
+
+class ImageBatch(NamedTuple):
+    """A slice of an image parquet: ``ids`` (str, (n,)) and ``images`` (uint8, (n, 137, 236))."""
+
+    ids: np.ndarray
+    images: np.ndarray
+
+
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(path, f"not a readable parquet file ({err})") from None
+    schema = pf.schema_arrow
+    names = schema.names
+    if not names or names[0] != "image_id":
+        raise DataError(path, f"first column must be 'image_id', got {names[:1]}")
+    pixel_names = [n for n in names[1:] if n != "__index_level_0__"]
+    if len(pixel_names) != N_PIXELS:
+        raise DataError(path, f"expected {N_PIXELS} pixel columns (137×236 image), got {len(pixel_names)}")
+    if tuple(pixel_names) != PIXEL_COLUMNS:
+        raise DataError(path, "pixel columns must be named '0'..'32331' in order")
+    bad = {str(schema.field(n).type) for n in pixel_names if schema.field(n).type != pa.uint8()}
+    if bad:
+        raise DataError(path, f"pixel columns must be uint8, found {', '.join(sorted(bad))}")
+    return pf
+
+
+def count_images(path: str | Path) -> int:
+    """Number of images in an image parquet, from its metadata (no pixels read)."""
+    path = Path(path)
+    return _open_parquet(path).metadata.num_rows
+
+
+def _batch_to_arrays(path: Path, batch: pa.RecordBatch, out: np.ndarray | None = None) -> ImageBatch:
+    n = batch.num_rows
+    ids_col = batch.column(0)
+    if ids_col.null_count:
+        raise DataError(path, "image_id has missing values")
+    ids = np.asarray(ids_col.to_pylist(), dtype=object).astype(str)
+    # Fill a (pixels, n) buffer column by column (contiguous writes), then transpose once.
+    cols = np.empty((N_PIXELS, n), dtype=np.uint8)
+    for j in range(N_PIXELS):
+        col = batch.column(j + 1)
+        if col.null_count:
+            raise DataError(path, f"pixel column '{j}' has missing (NaN) values")
+        cols[j] = col.to_numpy(zero_copy_only=True)
+    target = out if out is not None else np.empty((n, IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.uint8)
+    target.reshape(n, N_PIXELS)[:] = cols.T
+    return ImageBatch(ids, target)
+
+
+def iter_image_batches(path: str | Path, batch_size: int = 2048) -> Iterator[ImageBatch]:
+    """Stream an image parquet as :class:`ImageBatch` es of at most ``batch_size`` images.
+
+    Memory stays at a few copies of one batch, whatever the file size.
+    """
+    path = Path(path)
+    pf = _open_parquet(path)
+    columns = ["image_id", *PIXEL_COLUMNS]
+    for batch in pf.iter_batches(batch_size=batch_size, columns=columns, use_threads=True):
+        yield _batch_to_arrays(path, batch)
+
+
+def read_images(path: str | Path, batch_size: int = 2048) -> ImageBatch:
+    """Read a whole image parquet: ids (n,) and uint8 images (n, 137, 236), checking ids are unique."""
+    path = Path(path)
+    n = count_images(path)
+    images = np.empty((n, IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.uint8)
+    ids = np.empty(n, dtype=object)
+    start = 0
+    pf = _open_parquet(path)
+    for batch in pf.iter_batches(batch_size=batch_size, columns=["image_id", *PIXEL_COLUMNS]):
+        stop = start + batch.num_rows
+        part = _batch_to_arrays(path, batch, out=images[start:stop])
+        ids[start:stop] = part.ids
+        start = stop
+    ids = ids.astype(str)
+    _check_unique(path, ids)
+    return ImageBatch(ids, images)
+
+
+def _check_unique(path: Path, ids: np.ndarray) -> None:
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1]
+        raise DataError(path, f"{len(dup)} duplicate image_id(s), e.g. {dup[0]!r}")
+
+
+_PARQUET_RE = re.compile(r"^(train|test)_image_data_(\d+)\.parquet$")
+
+
+def image_parquets(data_dir: str | Path, split: str) -> list[Path]:
+    """The ``{split}_image_data_{k}.parquet`` files of a competition folder, in order of k."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(data_dir, "data folder not found")
+    found = []
+    for p in data_dir.iterdir():
+        m = _PARQUET_RE.match(p.name)
+        if m and m.group(1) == split:
+            found.append((int(m.group(2)), p))
+    if not found:
+        raise DataError(data_dir, f"no {split}_image_data_*.parquet files in this folder")
+    return [p for _, p in sorted(found)]
+
+
+def _read_csv(path: str | Path, columns: list[str], dtypes: dict) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        header = pd.read_csv(path, nrows=0).columns.tolist()
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(path, f"not a readable csv file ({err})") from None
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(missing)} (found {', '.join(header)})")
+    try:
+        df = pd.read_csv(path, dtype={c: t for c, t in dtypes.items() if c in header}, keep_default_na=False,
+                         na_values={c: [""] for c in dtypes if dtypes[c] != str})
+    except (ValueError, pd.errors.ParserError) as err:
+        raise DataError(path, f"bad value ({err})") from None
+    return df
+
+
+def read_train_csv(path: str | Path) -> pd.DataFrame:
+    """Read ``train.csv``: image_id (str), the three labels (int64, range-checked), grapheme (str, optional)."""
+    path = Path(path)
+    cols = ["image_id", *COMPONENTS]
+    df = _read_csv(path, cols, {"image_id": str, "grapheme": str, **{c: "float64" for c in COMPONENTS}})
+    for name, n in zip(COMPONENTS, N_CLASSES):
+        vals = df[name].to_numpy()
+        if np.isnan(vals).any():
+            raise DataError(path, f"column {name} has missing values")
+        if (vals != np.round(vals)).any() or (vals < 0).any() or (vals >= n).any():
+            bad = vals[(vals != np.round(vals)) | (vals < 0) | (vals >= n)][0]
+            raise DataError(path, f"label out of range in {name}: {bad:g} (expected 0..{n - 1})")
+        df[name] = vals.astype(np.int64)
+    if df["image_id"].duplicated().any():
+        raise DataError(path, f"duplicate image_id {df.loc[df.image_id.duplicated(), 'image_id'].iloc[0]!r}")
+    return df
+
+
+def read_test_csv(path: str | Path) -> pd.DataFrame:
+    """Read ``test.csv`` (row_id, image_id, component), checking components and unique row ids."""
+    path = Path(path)
+    df = _read_csv(path, ["row_id", "image_id", "component"], {"row_id": str, "image_id": str, "component": str})
+    bad = set(df["component"]) - set(COMPONENTS)
+    if bad:
+        raise DataError(path, f"unknown component(s) {sorted(bad)}")
+    if df["row_id"].duplicated().any():
+        raise DataError(path, f"duplicate row_id {df.loc[df.row_id.duplicated(), 'row_id'].iloc[0]!r}")
+    return df
+
+
+def read_sample_submission(path: str | Path) -> pd.DataFrame:
+    """Read ``sample_submission.csv`` (row_id, target)."""
+    return _read_csv(path, ["row_id", "target"], {"row_id": str, "target": "int64"})
+
+
+def check_labels_match_images(labels: pd.DataFrame, image_ids: np.ndarray, labels_path: str | Path) -> None:
+    """Raise if an image_id in the labels has no image (images without labels are allowed)."""
+    missing = ~pd.Index(labels["image_id"]).isin(pd.Index(image_ids))
+    if missing.any():
+        ex = labels["image_id"].to_numpy()[missing][0]
+        raise DataError(labels_path, f"{int(missing.sum())} image_id(s) have no image in the parquets, e.g. {ex!r}")
+
+
+def labels_array(labels: pd.DataFrame) -> np.ndarray:
+    """The three label columns as an int64 array (N, 3) in ``COMPONENTS`` order."""
+    return labels[list(COMPONENTS)].to_numpy(dtype=np.int64)
+
+
+def write_image_parquet(path: str | Path, ids, images: np.ndarray, row_group_size: int = 2048) -> None:
+    """Write images (uint8, (n, 137, 236)) with their ids as a competition-format parquet, atomically."""
+    path = Path(path)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.shape[1:] != (IMAGE_HEIGHT, IMAGE_WIDTH):
+        raise ValueError(f"images must be uint8 (n, {IMAGE_HEIGHT}, {IMAGE_WIDTH}), got {images.dtype} {images.shape}")
+    ids = [str(i) for i in ids]
+    if len(ids) != len(images):
+        raise ValueError(f"{len(ids)} ids for {len(images)} images")
+    schema = pa.schema([("image_id", pa.string())] + [(c, pa.uint8()) for c in PIXEL_COLUMNS])
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="snappy") as writer:
+            for start in range(0, max(len(ids), 1), row_group_size):
+                stop = min(start + row_group_size, len(ids))
+                cols = np.ascontiguousarray(images[start:stop].reshape(stop - start, N_PIXELS).T)
+                arrays = [pa.array(ids[start:stop], type=pa.string())] + [pa.array(c) for c in cols]
+                writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
