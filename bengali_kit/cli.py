@@ -14,75 +14,226 @@ from .errors import DataError
 
 # ---------------------------------------------------------------- synth
 def _add_synth(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out_dir", help="folder to write the competition-format files into")
-    p.add_argument("--train-rows", type=int, default=2000, help="number of training images (default 2000)")
-    p.add_argument("--test-rows", type=int, default=200, help="number of test images (default 200)")
+    p.description = (
+        "Write a folder with exactly the competition's files (train.csv, train_image_data_K.parquet, test.csv, "
+        "test_image_data_K.parquet, class_map.csv, sample_submission.csv) plus test_labels.csv (the answer key of "
+        "the synthetic test images). Images are real graphemes rendered with the Debian Bengali fonts and "
+        "distorted to look handwritten; labels follow the real triple frequencies.")
+    p.add_argument("out_dir", help="folder to write the competition-format files into (must be empty or new)")
+    p.add_argument("--train-rows", type=int, default=2000, help="number of training images")
+    p.add_argument("--test-rows", type=int, default=200, help="number of test images")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives byte-identical files")
-    p.add_argument("--files", type=int, default=4, help="number of parquet files per split (default 4, as the real data)")
-    p.add_argument("--holdout-fonts", action="store_true", help="render the test split with fonts never used for train")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    p.add_argument("--files", type=int, default=4,
+                   help="number of parquet files per split (rows split evenly; the real data has 4)")
+    p.add_argument("--holdout-fonts", action="store_true",
+                   help="render the test split with fonts never used for train (Jamrul and Noto Serif Bengali "
+                        "go to test): a domain-shift proxy")
+    p.add_argument("--workers", type=int, default=None,
+                   help="rendering processes (default: one per CPU core, at most 3, for folders over 4,096 "
+                        "images); never changes the output")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder, replacing these files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    raise NotImplementedError("synth: not implemented yet")
+    import time
+
+    from .synth import write_competition_folder
+
+    start = time.perf_counter()
+    out = write_competition_folder(args.out_dir, train_rows=args.train_rows, test_rows=args.test_rows, seed=args.seed,
+                                   files=args.files, holdout_fonts=args.holdout_fonts, overwrite=args.overwrite,
+                                   progress=not args.quiet, workers=args.workers)
+    secs = time.perf_counter() - start
+    n = args.train_rows + args.test_rows
+    print(f"synth: wrote {out}: {args.train_rows} train + {args.test_rows} test images in {args.files} file(s) "
+          f"per split, {secs:.1f} s, {n / secs:.0f} images/s")
+    return 0
 
 
 # ---------------------------------------------------------------- preprocess
 def _add_preprocess(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Crop/resize (Iafoss) every image of the train and test parquets of DATA_DIR into "
+        "CACHE_DIR/<split>_<size>.npy (uint8 N×size×size, ink bright on black) with the image ids in "
+        "CACHE_DIR/<split>_<size>_ids.csv. A cache whose source parquets and parameters are unchanged is "
+        "reused (see --force). A split without parquets is skipped with a note.")
     p.add_argument("data_dir", help="competition folder with {train,test}_image_data_*.parquet")
-    p.add_argument("--size", type=int, default=128, help="output image side in pixels (default 128)")
-    p.add_argument("--out", required=True, help="cache folder for the <split>_<size>.npy arrays and their ids")
+    p.add_argument("--size", type=int, default=128, help="output image side in pixels")
+    p.add_argument("--out", required=True, metavar="CACHE_DIR",
+                   help="cache folder for the <split>_<size>.npy arrays, their ids and manifests")
+    p.add_argument("--split", choices=("train", "test", "both"), default="both", help="which parquets to preprocess")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: number of CPUs)")
+    p.add_argument("--batch-size", type=int, default=2048, help="images read from a parquet at a time")
+    p.add_argument("--interpolation", default="area", choices=("area", "linear", "cubic", "nearest", "lanczos"),
+                   help="cv2.resize interpolation (Iafoss's kernel used linear)")
+    p.add_argument("--force", action="store_true", help="rebuild even when the cache is up to date")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
-    raise NotImplementedError("preprocess: not implemented yet")
+    from . import data
+    from .preprocess import build_cache
+
+    splits = ["train", "test"] if args.split == "both" else [args.split]
+    todo = []
+    for split in splits:
+        try:
+            data.image_parquets(args.data_dir, split)
+        except DataError as err:
+            if args.split != "both" or not data.Path(args.data_dir).is_dir():
+                raise
+            print(f"note: skipping {split}: {err.problem}")
+            continue
+        todo.append(split)
+    if not todo:
+        raise DataError(args.data_dir, "no train_image_data_*.parquet or test_image_data_*.parquet files in this folder")
+    for split in todo:
+        info = build_cache(args.data_dir, split, size=args.size, out_dir=args.out, workers=args.workers,
+                           progress=not args.no_progress, batch_size=args.batch_size, force=args.force,
+                           interpolation=args.interpolation)
+        if info.reused:
+            print(f"{split}: {info.n_images} images ({info.n_blank} blank), up to date: {info.images_path}")
+        else:
+            print(f"{split}: {info.n_images} images, {info.n_blank} blank, {info.seconds:.1f} s, "
+                  f"{info.images_per_s:.0f} images/s -> {info.images_path}")
+    return 0
 
 
 # ---------------------------------------------------------------- train
 def _add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="competition folder (train.csv + train parquets)")
-    p.add_argument("--out", required=True, help="run folder for checkpoints, history and curves")
+    from .train_config import add_config_arguments
+
+    # One option per TrainConfig field: --data, --out, --model, --size, --epochs, --batch-size, --max-steps,
+    # --resume, --overwrite, ...
+    add_config_arguments(p)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    raise NotImplementedError("train: not implemented yet")
+    from .train import train
+    from .train_config import config_from_args
+
+    import os
+
+    run = train(config_from_args(args))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only the first process reports
+        print(run)
+    return 0
 
 
 # ---------------------------------------------------------------- predict
 def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="competition folder with test.csv and test parquets")
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="checkpoint to predict with (repeat to average several models)")
+    p.add_argument("--out", default="submission.csv", help="submission file to write")
+    p.add_argument("--tta", action="store_true", help="average flip-free shifted/scaled views (slower)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    raise NotImplementedError("predict: not implemented yet")
+    from .infer import predict_to_submission
+
+    result, sub = predict_to_submission(args.data, args.checkpoint, args.out, batch_size=args.batch_size,
+                                        device=args.device, tta=args.tta, overwrite=args.overwrite,
+                                        progress=not args.no_progress)
+    print(result.summary())
+    print(f"wrote {args.out} ({len(sub)} rows)")
+    return 0
 
 
 # ---------------------------------------------------------------- evaluate
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="competition folder with train.csv and train parquets")
+    p.add_argument("--checkpoint", required=True, help="checkpoint to score")
+    p.add_argument("--all", action="store_true",
+                   help="score every labelled image, not only the checkpoint's validation split")
+    p.add_argument("--tta", action="store_true", help="average flip-free shifted/scaled views")
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
+    p.add_argument("--worst", type=int, default=10, help="how many of the worst classes to list")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    raise NotImplementedError("evaluate: not implemented yet")
+    from .infer import evaluate
+
+    res = evaluate(args.data, args.checkpoint, all=args.all, batch_size=args.batch_size, device=args.device,
+                   tta=args.tta, progress=not args.no_progress)
+    print(res.summary(worst=args.worst))
+    print(res.prediction.summary())
+    return 0
 
 
 # ---------------------------------------------------------------- package
 def _add_package(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", action="append", required=True, help="checkpoint to bundle (repeatable)")
+    p.add_argument("--out", required=True, help="package folder to write (uploaded as a Kaggle dataset)")
+    p.add_argument("--user", required=True, help="your Kaggle user name")
+    p.add_argument("--slug", required=True, help="dataset slug, e.g. bengali-effnet-b0 (6-40 chars: a-z 0-9 -)")
+    p.add_argument("--title", default=None, help="dataset title (default: from the slug)")
+    p.add_argument("--wheel-dir", default=None,
+                   help="folder of prebuilt wheels (bengali_kit-*.whl, efficientnet_pytorch-*.whl) to use "
+                        "instead of building them")
+    p.add_argument("--deps", choices=("auto", "installed", "pip"), default="auto",
+                   help="how to make the efficientnet-pytorch wheel: repack the installed copy, pip wheel "
+                        "(needs the package index), or auto (installed, then pip)")
+    p.add_argument("--tta", action="store_true", help="make the kernel use test-time augmentation")
+    p.add_argument("--batch-size", type=int, default=256, help="the kernel's batch size")
+    p.add_argument("--verify", action="store_true",
+                   help="then run the kernel offline in a fresh venv on synthetic data and check its submission")
+    p.add_argument("--verify-data", default=None,
+                   help="competition folder for --verify (default: a small synthetic one)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
 
 
 def _run_package(args: argparse.Namespace) -> int:
-    raise NotImplementedError("package: not implemented yet")
+    from .package import build_package, verify_package
+
+    info = build_package(args.checkpoint, args.out, user=args.user, slug=args.slug, title=args.title,
+                         wheel_dir=args.wheel_dir, deps=args.deps, tta=args.tta, batch_size=args.batch_size,
+                         overwrite=args.overwrite)
+    print(f"package {info.dataset_id} written to {info.out_dir} in {info.seconds:.1f} s:")
+    print(info.listing())
+    status = 0
+    if args.verify:
+        report = verify_package(info.out_dir, data_dir=args.verify_data)
+        print(report.summary())
+        if not report.ok:
+            print(report.kernel_log[-4000:], file=sys.stderr)
+            status = 1
+    print("upload (not run here; needs ~/.kaggle/kaggle.json):")
+    for cmd in info.upload_commands():
+        print(f"  {cmd}")
+    return status
 
 
 # ---------------------------------------------------------------- import-crops
 def _add_import_crops(p: argparse.ArgumentParser) -> None:
     p.add_argument("npz", help="npz of real crops (e.g. real_sample_64.npz)")
     p.add_argument("out_dir", help="folder to write train/ and val/ competition folders into")
+    p.add_argument("--val-per-triple", type=int, default=1,
+                   help="images of each (root, vowel, consonant) triple sent to val/ (a triple keeps >= 1 for train)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the split")
+    p.add_argument("--limit", type=int, default=None,
+                   help="import only whole triples (first seen first) up to this many crops, e.g. for a quick test")
+    p.add_argument("--placed-size", type=int, default=112,
+                   help="side in pixels a crop is scaled to before it is centred on the 137x236 frame")
+    p.add_argument("--files", type=int, default=4, help="parquet files per split (default 4, as the real data)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
 
 
 def _run_import_crops(args: argparse.Namespace) -> int:
-    raise NotImplementedError("import-crops: not implemented yet")
+    from .realdata import import_crops
+
+    rep = import_crops(args.npz, args.out_dir, val_per_triple=args.val_per_triple, seed=args.seed,
+                       limit=args.limit, placed_size=args.placed_size, files=args.files, overwrite=args.overwrite)
+    print(f"{rep.n_train + rep.n_val} crops of {rep.n_triples} triples: "
+          f"{rep.n_train} -> {rep.train_dir}, {rep.n_val} -> {rep.val_dir}")
+    return 0
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {

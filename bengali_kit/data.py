@@ -66,49 +66,148 @@ def count_images(path: str | Path) -> int:
     return _open_parquet(path).metadata.num_rows
 
 
+# Row groups up to this many rows are decoded whole, in blocks of columns (fast, little memory); larger
+# ones (e.g. a whole file written as one group) are streamed with pyarrow's batch reader, which is
+# slower and holds several hundred MB of per-column state for 32k columns.
+MAX_DECODED_ROW_GROUP = 8192
+_COLUMN_BLOCK = 1024  # columns decoded per call: bounds the decoded-but-not-yet-copied data to ~1024 × rows
+
+
+def _pixel_indices(pf: pq.ParquetFile) -> list[int]:
+    names = pf.schema_arrow.names
+    if names[1:1 + N_PIXELS] == list(PIXEL_COLUMNS):
+        return list(range(1, 1 + N_PIXELS))
+    index = {n: i for i, n in enumerate(names)}
+    return [index[c] for c in PIXEL_COLUMNS]
+
+
+def _copy_column(path: Path, j: int, col, cols: np.ndarray, row: int | None = None) -> None:
+    """Copy pixel column ``j`` (an Array or ChunkedArray of uint8) into row ``row`` (default ``j``) of ``cols``."""
+    if col.null_count:
+        raise DataError(path, f"pixel column '{j}' has missing (NaN) values")
+    # A uint8 Arrow array is one contiguous buffer: view it instead of converting through to_numpy.
+    off = 0
+    for chunk in getattr(col, "chunks", (col,)):
+        k = len(chunk)
+        cols[j if row is None else row, off:off + k] = np.frombuffer(chunk.buffers()[1], dtype=np.uint8, count=k, offset=chunk.offset)
+        off += k
+
+
+def _transpose_into(cols: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """(pixels, n) -> (n, 137, 236), with OpenCV: ~10x faster than numpy's strided transpose here."""
+    import cv2  # a dependency of the kit anyway
+
+    n = cols.shape[1]
+    target = out if out is not None else np.empty((n, IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.uint8)
+    if n == 0:
+        return target
+    flat = target.reshape(n, N_PIXELS)
+    result = cv2.transpose(cols, dst=flat)
+    if not np.shares_memory(result, flat):  # OpenCV allocated instead of writing in place
+        flat[:] = result
+    return target
+
+
+def _ids_of(path: Path, col) -> np.ndarray:
+    if col.null_count:
+        raise DataError(path, "image_id has missing values")
+    return np.asarray(col.to_pylist(), dtype=object).astype(str)
+
+
 def _batch_to_arrays(path: Path, batch: pa.RecordBatch, out: np.ndarray | None = None) -> ImageBatch:
     n = batch.num_rows
-    ids_col = batch.column(0)
-    if ids_col.null_count:
-        raise DataError(path, "image_id has missing values")
-    ids = np.asarray(ids_col.to_pylist(), dtype=object).astype(str)
-    # Fill a (pixels, n) buffer column by column (contiguous writes), then transpose once.
+    names = batch.schema.names
+    index = {c: i for i, c in enumerate(names)}
     cols = np.empty((N_PIXELS, n), dtype=np.uint8)
-    for j in range(N_PIXELS):
-        col = batch.column(j + 1)
-        if col.null_count:
-            raise DataError(path, f"pixel column '{j}' has missing (NaN) values")
-        cols[j] = col.to_numpy(zero_copy_only=True)
+    for j, c in enumerate(PIXEL_COLUMNS):
+        _copy_column(path, j, batch.column(index[c]), cols)
+    return ImageBatch(_ids_of(path, batch.column(0)), _transpose_into(cols, out))
+
+
+def _read_row_group(path: Path, pf: pq.ParquetFile, rg: int, pixel_idx: list[int],
+                    out: np.ndarray | None = None) -> ImageBatch:
+    """Decode one row group in blocks of columns selected by index (by name costs a lookup per column).
+
+    Each block is transposed and written into its slice of the output, so besides the output only one
+    block (``_COLUMN_BLOCK`` × rows) is held: a whole-file row group reads into ``out`` at little extra cost.
+    """
+    import cv2
+
+    n = pf.metadata.row_group(rg).num_rows
+    reader = pf.reader
+    ids = _ids_of(path, reader.read_row_group(rg, column_indices=[0]).column(0))
     target = out if out is not None else np.empty((n, IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.uint8)
-    target.reshape(n, N_PIXELS)[:] = cols.T
+    flat = target.reshape(n, N_PIXELS)
+    cols = np.empty((_COLUMN_BLOCK, n), dtype=np.uint8)
+    for s in range(0, N_PIXELS, _COLUMN_BLOCK):
+        table = reader.read_row_group(rg, column_indices=pixel_idx[s:s + _COLUMN_BLOCK], use_threads=True)
+        k = table.num_columns
+        for j, col in enumerate(table.columns):
+            _copy_column(path, s + j, col, cols, row=j)
+        del table
+        if n:
+            # OpenCV's blocked transpose is ~10x faster than numpy's strided one for these shapes.
+            flat[:, s:s + k] = cv2.transpose(cols[:k])
     return ImageBatch(ids, target)
 
 
-def iter_image_batches(path: str | Path, batch_size: int = 2048) -> Iterator[ImageBatch]:
-    """Stream an image parquet as :class:`ImageBatch` es of at most ``batch_size`` images.
+def _iter_parts(path: Path, pf: pq.ParquetFile, batch_size: int) -> Iterator[tuple[int, pa.RecordBatch | None]]:
+    """Yield (row group, None) for groups decoded whole, or (-1, record batch) for streamed big groups."""
+    columns = ["image_id", *PIXEL_COLUMNS]
+    for rg in range(pf.metadata.num_row_groups):
+        if pf.metadata.row_group(rg).num_rows <= max(MAX_DECODED_ROW_GROUP, batch_size):
+            yield rg, None
+        else:
+            yield from ((-1, b) for b in pf.iter_batches(batch_size=batch_size, row_groups=[rg], columns=columns))
 
-    Memory stays at a few copies of one batch, whatever the file size.
+
+def iter_image_batches(path: str | Path, batch_size: int = 2048) -> Iterator[ImageBatch]:
+    """Stream an image parquet as :class:`ImageBatch` es of at most ``batch_size`` images, in file order.
+
+    Memory stays at a few copies of one row group (or of one batch for groups of more than
+    ``MAX_DECODED_ROW_GROUP`` rows), whatever the file size.
     """
     path = Path(path)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     pf = _open_parquet(path)
-    columns = ["image_id", *PIXEL_COLUMNS]
-    for batch in pf.iter_batches(batch_size=batch_size, columns=columns, use_threads=True):
-        yield _batch_to_arrays(path, batch)
+    pixel_idx = _pixel_indices(pf)
+    try:
+        for rg, batch in _iter_parts(path, pf, batch_size):
+            part = _read_row_group(path, pf, rg, pixel_idx) if batch is None else _batch_to_arrays(path, batch)
+            for s in range(0, len(part.ids), batch_size):
+                yield ImageBatch(part.ids[s:s + batch_size], part.images[s:s + batch_size])
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(path, f"cannot decode parquet data ({err})") from None
 
 
 def read_images(path: str | Path, batch_size: int = 2048) -> ImageBatch:
-    """Read a whole image parquet: ids (n,) and uint8 images (n, 137, 236), checking ids are unique."""
+    """Read a whole image parquet: ids (n,) and uint8 images (n, 137, 236), checking ids are unique.
+
+    Peak memory is the result plus ~1,000 pixel columns of one row group. ``batch_size`` is accepted for
+    symmetry with :func:`iter_image_batches` and unused: row groups are decoded whole.
+    """
     path = Path(path)
-    n = count_images(path)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pf = _open_parquet(path)
+    pixel_idx = _pixel_indices(pf)
+    n = pf.metadata.num_rows
     images = np.empty((n, IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.uint8)
     ids = np.empty(n, dtype=object)
     start = 0
-    pf = _open_parquet(path)
-    for batch in pf.iter_batches(batch_size=batch_size, columns=["image_id", *PIXEL_COLUMNS]):
-        stop = start + batch.num_rows
-        part = _batch_to_arrays(path, batch, out=images[start:stop])
-        ids[start:stop] = part.ids
-        start = stop
+    try:
+        for rg in range(pf.metadata.num_row_groups):  # decoded straight into the result, whatever their size
+            m = pf.metadata.row_group(rg).num_rows
+            if start + m > n:
+                raise DataError(path, f"more rows than the {n} in the file's metadata")
+            part = _read_row_group(path, pf, rg, pixel_idx, out=images[start:start + m])
+            ids[start:start + m] = part.ids
+            start += m
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(path, f"cannot decode parquet data ({err})") from None
+    if start != n:
+        raise DataError(path, f"{start} rows decoded but the file's metadata says {n}")
     ids = ids.astype(str)
     _check_unique(path, ids)
     return ImageBatch(ids, images)

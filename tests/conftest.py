@@ -24,3 +24,35 @@ def synth_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("synth") / "data"
     return write_competition_folder(out, train_rows=400, test_rows=60, seed=0, files=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, synth_dir) -> Path:
+    """An efficientnet-b0 checkpoint at 32 px whose predictions depend on the image (not trained).
+
+    A freshly initialised EfficientNet gives the same output for every image (the signal fades through
+    the blocks); recomputing the batch-norm statistics on the synthetic test images (BN calibration)
+    keeps it alive, so predictions differ per image and a shuffled or misassigned row is visible.
+    Written as training writes it: image_size, crop parameters, train_config, metric.
+    """
+    import numpy as np
+    import torch
+
+    from bengali_kit.model import ModelConfig, build_model, save_checkpoint
+    from bengali_kit.preprocess import CropParams, iter_preprocessed
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(neck_dim=32))
+    images = np.concatenate([im for _, im in iter_preprocessed(synth_dir, "test", size=32, workers=1)])
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration pass
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(images).unsqueeze(1).float() / 255)
+    model.eval()
+    path = tmp_path_factory.mktemp("tiny_ckpt") / "tiny_b0_32.pt"
+    save_checkpoint(path, model, image_size=32, preprocess=CropParams().asdict(), metric=0.0, epoch=1,
+                    train_config={"seed": 0, "val_fraction": 0.2, "n_folds": 0, "fold": 0})
+    return path

@@ -1,0 +1,76 @@
+"""The competition metric: macro recall per component, averaged with weights 2:1:1.
+
+Kaggle's scorer called ``sklearn.metrics.recall_score(solution, submission, average='macro')`` per component:
+the truth comes first, and the macro average runs over the labels present in the truth OR the predictions
+(``labels=None``), so a predicted class absent from the truth adds a zero recall. The functions here make
+exactly that call, over the whole evaluation set (never averaged per batch).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import recall_score
+
+from .components import COMPONENTS, METRIC_WEIGHTS, N_CLASSES
+
+
+def _as_labels(y: Any, name: str) -> np.ndarray:
+    if hasattr(y, "detach"):  # torch tensor
+        y = y.detach().cpu().numpy()
+    a = np.asarray(y)
+    if a.ndim != 2 or a.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3) in {COMPONENTS} order, got {a.shape}")
+    if len(a) == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.issubdtype(a.dtype, np.integer):
+        if not np.all(np.equal(np.mod(a, 1), 0)):
+            raise ValueError(f"{name} must hold integer labels")
+        a = a.astype(np.int64)
+    return a
+
+
+def _check_pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    t, p = _as_labels(y_true, "y_true"), _as_labels(y_pred, "y_pred")
+    if len(t) != len(p):
+        raise ValueError(f"y_true has {len(t)} rows, y_pred has {len(p)}")
+    return t, p
+
+
+def component_recalls(y_true: Any, y_pred: Any) -> dict[str, float]:
+    """Macro recall of each component plus the 2:1:1 ``"weighted"`` score.
+
+    ``y_true``, ``y_pred``: integer arrays (N, 3) in ``COMPONENTS`` order (truth first).
+    """
+    t, p = _check_pair(y_true, y_pred)
+    scores = {c: float(recall_score(t[:, i], p[:, i], average="macro", zero_division=0))
+              for i, c in enumerate(COMPONENTS)}
+    scores["weighted"] = float(np.average([scores[c] for c in COMPONENTS], weights=METRIC_WEIGHTS))
+    return scores
+
+
+def weighted_recall(y_true: Any, y_pred: Any) -> float:
+    """The competition score: 2:1:1 weighted average of the per-component macro recalls."""
+    return component_recalls(y_true, y_pred)["weighted"]
+
+
+def per_class_recall(y_true: Any, y_pred: Any, n_classes: tuple[int, ...] = N_CLASSES) -> pd.DataFrame:
+    """One row per (component, label) for every class: ``component, label, recall, support, n_pred``.
+
+    ``recall`` = correct / support (NaN where the class has no true example), ``support`` = true count,
+    ``n_pred`` = how often the class was predicted. For per-class plots and error analysis.
+    """
+    t, p = _check_pair(y_true, y_pred)
+    frames = []
+    for i, (component, n) in enumerate(zip(COMPONENTS, n_classes)):
+        ti, pi = t[:, i], p[:, i]
+        size = max(n, int(ti.max()) + 1, int(pi.max()) + 1)
+        support = np.bincount(ti, minlength=size)
+        n_pred = np.bincount(pi, minlength=size)
+        correct = np.bincount(ti[ti == pi], minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall = np.where(support > 0, correct / np.maximum(support, 1), np.nan)
+        frames.append(pd.DataFrame({"component": component, "label": np.arange(size), "recall": recall,
+                                    "support": support, "n_pred": n_pred}))
+    return pd.concat(frames, ignore_index=True)

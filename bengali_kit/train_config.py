@@ -1,0 +1,165 @@
+"""``TrainConfig``: every knob of a training run, usable from a notebook and from the command line.
+
+Kept apart from ``train.py`` (and free of torch) so that building the CLI parser stays fast.
+In a notebook: ``train(TrainConfig(data_dir=..., out_dir=..., epochs=3))``. On the command line each field
+is an option (``--batch-size``; a few short spellings: ``--data``, ``--out``, ``--size``, ``--model``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainConfig", "add_config_arguments", "config_from_args", "RUNTIME_FIELDS"]
+
+# Fields that may change between an interrupted run and its resumption without changing the result
+# (where things are, how fast they go, how chatty); every other field must match the checkpoint.
+RUNTIME_FIELDS = frozenset({"data_dir", "out_dir", "cache_dir", "num_workers", "resume", "overwrite",
+                            "log_every", "progress", "preprocess_workers"})
+
+# CLI spellings that differ from ``--field-name`` (the README's short forms).
+_FLAGS = {"data_dir": "--data", "out_dir": "--out", "image_size": "--size"}
+
+
+def _f(default: Any, help: str, type: Any = None, choices: tuple | None = None):
+    meta = {"help": help, "type": type, "choices": choices}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Defaults are small and CPU-friendly (64 px, b0) and run on the synthetic data."""
+
+    data_dir: str = _f("", "competition folder (train.csv + train_image_data_*.parquet)")
+    out_dir: str = _f("runs/run", "run folder: config.json, last.pt, best.pt, history.csv, curves.png")
+    cache_dir: str | None = _f(None, "folder of the preprocessed uint8 cache (default <out>/cache); share it "
+                                     "between runs to preprocess once", type=str)
+    image_size: int = _f(64, "side of the preprocessed square images in pixels")
+    model: str = _f("efficientnet-b0", "EfficientNet variant, efficientnet-b0 .. efficientnet-b7")
+    pooling: str = _f("gem", "global pooling of the backbone features", choices=("gem", "avg"))
+    dropout: float = _f(0.2, "dropout before the neck")
+    bn_momentum: float = _f(0.1, "momentum of every batch norm's running statistics (efficientnet-pytorch "
+                                 "uses 0.01, too slow for short runs: eval-mode predictions stay constant)")
+    imagenet_weights: str | None = _f(None, "local efficientnet-pytorch ImageNet .pth to initialise from", type=str)
+    batch_size: int = _f(64, "images per step (per process under torchrun)")
+    epochs: int = _f(2, "number of epochs")
+    max_steps: int | None = _f(None, "cap on training steps per epoch (tiny runs, smoke tests)", type=int)
+    optimizer: str = _f("adamw", "optimizer", choices=("adamw", "lars"))
+    lr: float = _f(2e-3, "peak learning rate")
+    weight_decay: float = _f(1e-2, "weight decay (not applied to biases and norm weights)")
+    momentum: float = _f(0.9, "LARS momentum")
+    schedule: str = _f("onecycle", "learning-rate schedule per step: one-cycle (warm-up then cosine to ~0), "
+                                   "cosine (linear warm-up then cosine), constant",
+                       choices=("onecycle", "cosine", "constant"))
+    warmup: float = _f(0.1, "warm-up length as a fraction of all steps")
+    grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
+    loss_weights: tuple = _f((2.0, 1.0, 1.0), "weights of the root, vowel and consonant losses", type=float)
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropies")
+    affine_degrees: float = _f(8.0, "random rotation range in degrees (+-)")
+    affine_scale: tuple = _f((0.9, 1.1), "random scale range (min max)", type=float)
+    affine_translate: float = _f(0.06, "random shift range as a fraction of the image side (+-)")
+    affine_shear: float = _f(8.0, "random shear range in degrees (+-)")
+    cutmix_p: float = _f(0.3, "probability that a batch gets cutmix")
+    mixup_p: float = _f(0.0, "probability that a batch gets mixup (cutmix_p + mixup_p <= 1)")
+    mix_alpha: float = _f(1.0, "Beta(alpha, alpha) parameter of cutmix/mixup")
+    val_fraction: float = _f(0.2, "validation fraction, stratified by grapheme root (when n_folds is 0)")
+    n_folds: int = _f(0, "k-fold split stratified by grapheme root (0: use val_fraction)")
+    fold: int = _f(0, "which fold is the validation set when n_folds > 0")
+    seed: int = _f(0, "random seed (split, initialisation, shuffling, augmentation)")
+    num_workers: int = _f(0, "DataLoader worker processes")
+    preprocess_workers: int | None = _f(None, "processes for building the cache (default: all cores)", type=int)
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)")
+    amp: bool = _f(True, "mixed precision (CUDA only; ignored on the CPU)")
+    channels_last: bool = _f(True, "channels_last memory format (CUDA only)")
+    resume: bool = _f(False, "continue from <out>/last.pt")
+    overwrite: bool = _f(False, "start again in a run folder that already has checkpoints")
+    log_every: int = _f(10, "update the progress bar's running loss every N steps")
+    progress: bool = _f(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        self.loss_weights = tuple(float(v) for v in self.loss_weights)
+        self.affine_scale = tuple(float(v) for v in self.affine_scale)
+
+    def validate(self) -> "TrainConfig":
+        """Raise ``ValueError`` (one line) for impossible settings; return self."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"bad training config: {msg}")
+
+        need(bool(self.data_dir), "data_dir is required")
+        need(self.image_size > 0, f"image_size must be positive, got {self.image_size}")
+        need(self.batch_size >= 2, f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        need(0 < self.bn_momentum <= 1, f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
+        need(self.lr > 0, f"lr must be positive, got {self.lr}")
+        need(0 <= self.warmup < 1, f"warmup must be in [0, 1), got {self.warmup}")
+        need(len(self.loss_weights) == 3, f"loss_weights needs 3 values, got {self.loss_weights}")
+        need(len(self.affine_scale) == 2 and 0 < self.affine_scale[0] <= self.affine_scale[1],
+             f"affine_scale must be 'min max' with 0 < min <= max, got {self.affine_scale}")
+        need(0 <= self.cutmix_p <= 1 and 0 <= self.mixup_p <= 1 and self.cutmix_p + self.mixup_p <= 1,
+             f"cutmix_p and mixup_p must be in [0, 1] with a sum <= 1, got {self.cutmix_p}, {self.mixup_p}")
+        need(self.mix_alpha > 0, f"mix_alpha must be positive, got {self.mix_alpha}")
+        if self.n_folds:
+            need(self.n_folds >= 2, f"n_folds must be 0 or >= 2, got {self.n_folds}")
+            need(0 <= self.fold < self.n_folds, f"fold must be in 0..{self.n_folds - 1}, got {self.fold}")
+        else:
+            need(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir)
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(self.out_dir) / "cache"
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training config field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def differences(self, other: "TrainConfig", ignore=RUNTIME_FIELDS) -> list[str]:
+        """``"field: mine != other"`` for each field that differs, except ``ignore``."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if k not in ignore and a[k] != b[k]]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one option per ``TrainConfig`` field (defaults from the dataclass)."""
+    for f in dataclasses.fields(TrainConfig):
+        flag = _FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
+        flags = [flag] if flag == "--" + f.name.replace("_", "-") else [flag, "--" + f.name.replace("_", "-")]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"], "default": default}
+        if f.metadata.get("choices"):
+            kw["choices"] = f.metadata["choices"]
+        if isinstance(default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, tuple):
+            kw.update(nargs=len(default), type=f.metadata["type"] or type(default[0]), metavar="V")
+        else:
+            kw["type"] = f.metadata["type"] or type(default)
+        if f.name == "data_dir":
+            kw.update(required=True, default=None)
+        parser.add_argument(*flags, **kw)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build a ``TrainConfig`` from options added by ``add_config_arguments``."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})

@@ -1,0 +1,224 @@
+"""Synthetic competition folder: files and schema like the real ones, realistic images, determinism, fonts."""
+from __future__ import annotations
+
+import filecmp
+import pickle
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from bengali_kit import synth
+from bengali_kit.cli import main
+from bengali_kit.components import COMPONENTS, N_CLASSES, load_class_map, read_grapheme_counts
+from bengali_kit.data import (IMAGE_HEIGHT, IMAGE_WIDTH, image_parquets, labels_array, read_images,
+                              read_sample_submission, read_test_csv, read_train_csv)
+from bengali_kit.errors import DataError
+
+COMPETITION_FILES = {
+    "train.csv", "test.csv", "class_map.csv", "sample_submission.csv", "test_labels.csv",
+    *(f"{split}_image_data_{k}.parquet" for split in ("train", "test") for k in range(2)),
+}
+
+
+@pytest.fixture(scope="module")
+def fonts():
+    return synth.find_bengali_fonts()
+
+
+@pytest.fixture(scope="module")
+def train_images(synth_dir):
+    parts = [read_images(p) for p in image_parquets(synth_dir, "train")]
+    return np.concatenate([p.ids for p in parts]), np.concatenate([p.images for p in parts])
+
+
+def test_folder_has_exactly_the_competition_files(synth_dir):
+    assert {p.name for p in synth_dir.iterdir()} == COMPETITION_FILES
+
+
+def test_csv_layouts_match_the_real_files(synth_dir, reference_dir):
+    train = pd.read_csv(synth_dir / "train.csv")
+    assert list(train.columns) == ["image_id", *COMPONENTS, "grapheme"]
+    assert train["image_id"].tolist() == [f"Train_{i}" for i in range(400)]
+    assert all(train[c].dtype == np.int64 for c in COMPONENTS)
+
+    real_test = pd.read_csv(reference_dir / "test.csv")
+    test = read_test_csv(synth_dir / "test.csv")
+    assert list(test.columns) == list(real_test.columns)
+    assert len(test) == 3 * 60
+    # the real order of the three rows per image, and the row_id spelling
+    assert test["component"].tolist()[:3] == real_test["component"].tolist()[:3]
+    assert test["row_id"].tolist()[:6] == real_test["row_id"].tolist()[:6]
+    assert (test["row_id"] == test["image_id"] + "_" + test["component"]).all()
+
+    real_sub = pd.read_csv(reference_dir / "sample_submission.csv")
+    sub = read_sample_submission(synth_dir / "sample_submission.csv")
+    assert list(sub.columns) == list(real_sub.columns)
+    assert sub["row_id"].tolist() == test["row_id"].tolist() and (sub["target"] == 0).all()
+    assert sub["target"].dtype == real_sub["target"].dtype
+
+    assert (synth_dir / "class_map.csv").read_bytes() == (reference_dir / "class_map.csv").read_bytes()
+
+    key = pd.read_csv(synth_dir / "test_labels.csv")
+    assert list(key.columns) == ["image_id", *COMPONENTS]
+    assert key["image_id"].tolist() == test["image_id"].unique().tolist()
+
+
+def test_labels_in_range_long_tailed_and_spelled_like_the_real_data(synth_dir):
+    train = read_train_csv(synth_dir / "train.csv")
+    y = labels_array(train)
+    for j, n in enumerate(N_CLASSES):
+        assert y[:, j].min() >= 0 and y[:, j].max() < n
+    counts = read_grapheme_counts()
+    real = {tuple(t): g for t, g in zip(counts[list(COMPONENTS)].to_numpy(), counts["grapheme"])}
+    assert all(real[tuple(t)] == g for t, g in zip(y, train["grapheme"]))  # real triples, real spelling
+    # long-tailed roots: many distinct roots, the most common far above the median
+    root_counts = np.bincount(y[:, 0], minlength=168)
+    assert (root_counts > 0).sum() > 80
+    assert root_counts.max() >= 4 * np.median(root_counts[root_counts > 0])
+    key = pd.read_csv(synth_dir / "test_labels.csv")
+    assert all(key[c].between(0, n - 1).all() for c, n in zip(COMPONENTS, N_CLASSES))
+
+
+def test_sample_labels_follow_the_real_frequencies():
+    y = synth.sample_labels(20000, np.random.default_rng(0))
+    assert y.shape == (20000, 3) and y.dtype == np.int64
+    counts = read_grapheme_counts()
+    real = counts.groupby("grapheme_root")["count"].sum()
+    expected = real / real.sum()
+    got = pd.Series(np.bincount(y[:, 0], minlength=168))[expected.index] / len(y)
+    assert np.abs(got - expected).max() < 0.01
+    assert got.idxmax() == expected.idxmax()  # root 72 in the real data
+
+
+def test_parquet_schema_and_images(synth_dir, train_images):
+    for split, n in (("train", 400), ("test", 60)):
+        paths = image_parquets(synth_dir, split)
+        assert [p.name for p in paths] == [f"{split}_image_data_{k}.parquet" for k in range(2)]
+        rows = [pq.ParquetFile(p).metadata.num_rows for p in paths]
+        assert rows == [n // 2, n // 2]
+        schema = pq.ParquetFile(paths[0]).schema_arrow
+        assert schema.names[0] == "image_id" and schema.names[1:] == [str(i) for i in range(IMAGE_HEIGHT * IMAGE_WIDTH)]
+    ids, images = train_images
+    assert ids.tolist() == [f"Train_{i}" for i in range(400)]
+    assert images.shape == (400, IMAGE_HEIGHT, IMAGE_WIDTH) and images.dtype == np.uint8
+    # white paper, dark ink, every image has a visible glyph
+    assert np.median(images, axis=(1, 2)).min() >= 245
+    assert (images.min(axis=(1, 2)) < 100).all()
+    ink = images < 128
+    assert (ink.mean(axis=(1, 2)) > 0.005).all()
+    # glyph height 40-90% of the frame on average, at varied positions
+    rows = ink.any(axis=2)
+    height = IMAGE_HEIGHT - np.argmax(rows, 1) - np.argmax(rows[:, ::-1], 1)
+    assert 0.4 * IMAGE_HEIGHT < np.median(height) < 0.9 * IMAGE_HEIGHT
+    centres = np.array([np.flatnonzero(r).mean() for r in ink.any(axis=1)])
+    assert centres.std() > 10
+    assert len({im.tobytes() for im in images}) == len(images)
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    kw = dict(train_rows=30, test_rows=9, files=2, progress=False)
+    a = synth.write_competition_folder(tmp_path / "a", seed=3, **kw)
+    b = synth.write_competition_folder(tmp_path / "b", seed=3, workers=2, **kw)  # workers never change bytes
+    c = synth.write_competition_folder(tmp_path / "c", seed=4, **kw)
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert not filecmp.cmp(a / "train_image_data_0.parquet", c / "train_image_data_0.parquet", shallow=False)
+    assert not filecmp.cmp(a / "train.csv", c / "train.csv", shallow=False)
+
+
+def test_refuses_non_empty_folder_unless_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not empty"):
+        synth.write_competition_folder(out, train_rows=4, test_rows=2, files=1, progress=False)
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    synth.write_competition_folder(out, train_rows=4, test_rows=2, files=1, progress=False, overwrite=True)
+    assert (out / "mine.txt").read_text() == "keep me" and (out / "train.csv").is_file()
+
+
+def test_bad_arguments_are_rejected(tmp_path):
+    with pytest.raises(ValueError):
+        synth.write_competition_folder(tmp_path / "x", train_rows=0, progress=False)
+    with pytest.raises(ValueError):
+        synth.write_competition_folder(tmp_path / "y", train_rows=3, test_rows=3, files=4, progress=False)
+
+
+def test_fonts_found_sorted_without_mitramono(fonts, tmp_path):
+    names = [f.name for f in fonts]
+    assert len(fonts) >= 2 and names == sorted(names)
+    assert not any("MitraMono" in n for n in names)
+    with pytest.raises(RuntimeError, match="apt-get install fonts-beng-extra"):
+        synth.find_bengali_fonts([tmp_path])
+
+
+def test_holdout_fonts_are_disjoint(fonts, tmp_path, monkeypatch):
+    train, test = synth.split_fonts(fonts)
+    assert train and test and not set(train) & set(test) and set(train) | set(test) == set(fonts)
+    used = {}
+    real_init = synth.GraphemeRenderer.__post_init__
+
+    def spy(self):
+        real_init(self)
+        used.setdefault("sets", []).append(set(self.fonts))
+
+    monkeypatch.setattr(synth.GraphemeRenderer, "__post_init__", spy)
+    synth.write_competition_folder(tmp_path / "h", train_rows=6, test_rows=3, files=1, holdout_fonts=True,
+                                   progress=False)
+    train_set, test_set = used["sets"]
+    assert train_set == {str(f) for f in train} and test_set == {str(f) for f in test}
+    assert not train_set & test_set
+
+
+def _ink_width(renderer, text, font_index):
+    g = renderer.glyph(text, font_index)
+    cols = np.flatnonzero(g.max(axis=0) > 64)
+    return cols[-1] - cols[0] + 1
+
+
+def test_conjuncts_and_vowel_signs_are_shaped(fonts):
+    r = synth.GraphemeRenderer(fonts)
+    for i in range(len(fonts)):
+        # a conjunct is one glyph, clearly narrower than its two consonants side by side
+        assert _ink_width(r, "ক্ষ", i) < 0.8 * (_ink_width(r, "ক", i) + _ink_width(r, "ষ", i)), fonts[i].name
+        # a vowel sign after a consonant gets no dotted circle: narrower than consonant + '◌ি' by most of a circle
+        circle = _ink_width(r, "\u25cc", i)
+        assert _ink_width(r, "কি", i) < _ink_width(r, "ক", i) + _ink_width(r, "\u25cc\u09bf", i) - 0.5 * circle
+        # the i-kar is reordered before the consonant: 'ক' sits at the right end of 'কি' (unshaped: at the left)
+        k, ki = r.glyph("ক", i) > 127, r.glyph("কি", i) > 127
+        h, w = k.shape
+        right = (k & ki[-h:, -w:]).sum() / k.sum()
+        left = (k & ki[-h:, :w]).sum() / k.sum()
+        assert right > left + 0.15, fonts[i].name
+
+
+def test_renderer_output_and_pickling(fonts):
+    r = synth.GraphemeRenderer(fonts)
+    text = load_class_map().compose(15, 1, 0)
+    img = r.render(text, np.random.default_rng(0))
+    assert img.shape == (IMAGE_HEIGHT, IMAGE_WIDTH) and img.dtype == np.uint8
+    r2 = pickle.loads(pickle.dumps(r))
+    assert not r2._glyphs  # caches are not shipped to workers
+    assert np.array_equal(r2.render(text, np.random.default_rng(0)), img)
+    assert not np.array_equal(r.render(text, np.random.default_rng(1)), img)
+
+
+def test_cli_synth(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["synth", str(out), "--train-rows", "8", "--test-rows", "4", "--seed", "1", "--files", "1", "--quiet"]
+    assert main(args) == 0
+    line = capsys.readouterr().out.strip()
+    assert "8 train + 4 test" in line and "images/s" in line
+    assert len(read_train_csv(out / "train.csv")) == 8
+    assert main(args) == 2  # the folder is no longer empty
+    assert "not empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    for opt in ("--train-rows", "--test-rows", "--seed", "--files", "--holdout-fonts", "--overwrite"):
+        assert opt in help_text
