@@ -181,16 +181,17 @@ def _row(name: str, res: dict) -> str:
 
 HEADER = f"{'':<34} weighted  root    vowel   consonant  time"
 
+# name -> (what changes from the recipe, the change)
 KNOBS = {
-    "recipe (GeM, AdamW, ls 0.1, EMA, cutmix 0.3)": {},
-    "avg pooling": {"pooling": "avg"},
-    "LARS (lr 0.5 / trust 0.001)": {"optimizer": "lars", "lr": 0.5},
-    "no label smoothing": {"label_smoothing": 0.0},
-    "no EMA": {"ema_decay": 0.0},
-    "no cutmix": {"cutmix_p": 0.0},
-    "mixup 0.3 instead of cutmix": {"cutmix_p": 0.0, "mixup_p": 0.3},
-    "no head warm-up": {"head_warmup": 0.0},
-    "no pretraining": {"init": None},
+    "recipe": ("the recipe: GeM, AdamW, label smoothing 0.1, EMA 0.99, cutmix 0.3, head warm-up", {}),
+    "avg-pool": ("average pooling instead of GeM", {"pooling": "avg"}),
+    "lars": ("LARS (lr 5, trust 0.001) instead of AdamW", {"optimizer": "lars", "lr": 5.0}),
+    "no-ls": ("no label smoothing", {"label_smoothing": 0.0}),
+    "no-ema": ("no EMA of the weights", {"ema_decay": 0.0}),
+    "no-cutmix": ("no cutmix", {"cutmix_p": 0.0}),
+    "mixup": ("mixup 0.3 instead of cutmix", {"cutmix_p": 0.0, "mixup_p": 0.3}),
+    "no-warmup": ("no head-only warm-up", {"head_warmup": 0.0}),
+    "scratch": ("no synthetic pretraining (random init)", {"init": None}),
 }
 
 
@@ -204,6 +205,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="abc", help="which of a, b, c to run")
     ap.add_argument("--knobs", action="store_true", help="run the knob table instead of (a)/(b)/(c)")
     ap.add_argument("--knob-steps", type=int, default=300)
+    ap.add_argument("--knob-batch", type=int, default=64)
     ap.add_argument("--knob-list", default=None, help="comma-separated knob names (default: all)")
     ap.add_argument("--out", default=str(CACHE / "results.json"), help="append the figures to this JSON file")
     args = ap.parse_args(argv)
@@ -233,11 +235,12 @@ def main(argv=None) -> int:
         names = args.knob_list.split(",") if args.knob_list else list(KNOBS)
         base = replace(KIT, init=str(ckpt))
         for name in names:
-            r = replace(base, **KNOBS[name])
-            log(f"knob: {name} ({args.knob_steps} steps)")
+            what, change = KNOBS[name]
+            r = replace(base, **{"batch_size": args.knob_batch, **change})
+            log(f"knob {name}: {what} ({args.knob_steps} steps of {r.batch_size})")
             res = fine_tune(r, train, val, steps=args.knob_steps, log=log)
-            rows.append((name, res))
-            results.setdefault("knobs", {})[name] = {**res, "recipe": asdict(r)}
+            rows.append((f"{name}: {what}"[:34], res))
+            results.setdefault("knobs", {})[name] = {**res, "what": what, "recipe": asdict(r)}
     else:
         if "a" in args.only:
             log(f"(a) plain, {args.budget:.0f}s")

@@ -72,6 +72,8 @@ def _add_preprocess(p: argparse.ArgumentParser) -> None:
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from . import data
     from .preprocess import build_cache
 
@@ -81,13 +83,14 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         try:
             data.image_parquets(args.data_dir, split)
         except DataError as err:
-            if args.split != "both" or not data.Path(args.data_dir).is_dir():
+            if args.split != "both" or not Path(args.data_dir).is_dir():
                 raise
             print(f"note: skipping {split}: {err.problem}")
             continue
         todo.append(split)
     if not todo:
-        raise DataError(args.data_dir, "no train_image_data_*.parquet or test_image_data_*.parquet files in this folder")
+        raise DataError(args.data_dir,
+                        "no train_image_data_*.parquet or test_image_data_*.parquet files in this folder")
     for split in todo:
         info = build_cache(args.data_dir, split, size=args.size, out_dir=args.out, workers=args.workers,
                            progress=not args.no_progress, batch_size=args.batch_size, force=args.force,

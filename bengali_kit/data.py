@@ -66,10 +66,10 @@ def count_images(path: str | Path) -> int:
     return _open_parquet(path).metadata.num_rows
 
 
-# Row groups up to this many rows are decoded whole, in blocks of columns (fast, little memory); larger
-# ones (e.g. a whole file written as one group) are streamed with pyarrow's batch reader, which is
-# slower and holds several hundred MB of per-column state for 32k columns.
-MAX_DECODED_ROW_GROUP = 8192
+# Row groups are decoded whole, 1,024 columns at a time (by index), straight into uint8 images. Memory is
+# one row group's pixels plus one block: pyarrow's batch reader (iter_batches) keeps per-column state
+# for all 32k columns (~1 GB even for a 4k-row file) and is 3x slower here. Parquet pages cannot be
+# decoded partially, so a file written as one huge row group costs that group's pixels in any reader.
 _COLUMN_BLOCK = 1024  # columns decoded per call: bounds the decoded-but-not-yet-copied data to ~1024 × rows
 
 
@@ -81,47 +81,23 @@ def _pixel_indices(pf: pq.ParquetFile) -> list[int]:
     return [index[c] for c in PIXEL_COLUMNS]
 
 
-def _copy_column(path: Path, j: int, col, cols: np.ndarray, row: int | None = None) -> None:
-    """Copy pixel column ``j`` (an Array or ChunkedArray of uint8) into row ``row`` (default ``j``) of ``cols``."""
+def _copy_column(path: Path, j: int, col, dest: np.ndarray) -> None:
+    """Copy pixel column ``j`` (a uint8 Array or ChunkedArray) into the 1-D array ``dest``."""
     if col.null_count:
         raise DataError(path, f"pixel column '{j}' has missing (NaN) values")
     # A uint8 Arrow array is one contiguous buffer: view it instead of converting through to_numpy.
     off = 0
     for chunk in getattr(col, "chunks", (col,)):
         k = len(chunk)
-        cols[j if row is None else row, off:off + k] = np.frombuffer(chunk.buffers()[1], dtype=np.uint8, count=k, offset=chunk.offset)
-        off += k
-
-
-def _transpose_into(cols: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-    """(pixels, n) -> (n, 137, 236), with OpenCV: ~10x faster than numpy's strided transpose here."""
-    import cv2  # a dependency of the kit anyway
-
-    n = cols.shape[1]
-    target = out if out is not None else np.empty((n, IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.uint8)
-    if n == 0:
-        return target
-    flat = target.reshape(n, N_PIXELS)
-    result = cv2.transpose(cols, dst=flat)
-    if not np.shares_memory(result, flat):  # OpenCV allocated instead of writing in place
-        flat[:] = result
-    return target
+        if k:
+            dest[off:off + k] = np.frombuffer(chunk.buffers()[1], dtype=np.uint8, count=k, offset=chunk.offset)
+            off += k
 
 
 def _ids_of(path: Path, col) -> np.ndarray:
     if col.null_count:
         raise DataError(path, "image_id has missing values")
     return np.asarray(col.to_pylist(), dtype=object).astype(str)
-
-
-def _batch_to_arrays(path: Path, batch: pa.RecordBatch, out: np.ndarray | None = None) -> ImageBatch:
-    n = batch.num_rows
-    names = batch.schema.names
-    index = {c: i for i, c in enumerate(names)}
-    cols = np.empty((N_PIXELS, n), dtype=np.uint8)
-    for j, c in enumerate(PIXEL_COLUMNS):
-        _copy_column(path, j, batch.column(index[c]), cols)
-    return ImageBatch(_ids_of(path, batch.column(0)), _transpose_into(cols, out))
 
 
 def _read_row_group(path: Path, pf: pq.ParquetFile, rg: int, pixel_idx: list[int],
@@ -143,7 +119,7 @@ def _read_row_group(path: Path, pf: pq.ParquetFile, rg: int, pixel_idx: list[int
         table = reader.read_row_group(rg, column_indices=pixel_idx[s:s + _COLUMN_BLOCK], use_threads=True)
         k = table.num_columns
         for j, col in enumerate(table.columns):
-            _copy_column(path, s + j, col, cols, row=j)
+            _copy_column(path, s + j, col, cols[j])
         del table
         if n:
             # OpenCV's blocked transpose is ~10x faster than numpy's strided one for these shapes.
@@ -151,21 +127,11 @@ def _read_row_group(path: Path, pf: pq.ParquetFile, rg: int, pixel_idx: list[int
     return ImageBatch(ids, target)
 
 
-def _iter_parts(path: Path, pf: pq.ParquetFile, batch_size: int) -> Iterator[tuple[int, pa.RecordBatch | None]]:
-    """Yield (row group, None) for groups decoded whole, or (-1, record batch) for streamed big groups."""
-    columns = ["image_id", *PIXEL_COLUMNS]
-    for rg in range(pf.metadata.num_row_groups):
-        if pf.metadata.row_group(rg).num_rows <= max(MAX_DECODED_ROW_GROUP, batch_size):
-            yield rg, None
-        else:
-            yield from ((-1, b) for b in pf.iter_batches(batch_size=batch_size, row_groups=[rg], columns=columns))
-
-
 def iter_image_batches(path: str | Path, batch_size: int = 2048) -> Iterator[ImageBatch]:
     """Stream an image parquet as :class:`ImageBatch` es of at most ``batch_size`` images, in file order.
 
-    Memory stays at a few copies of one row group (or of one batch for groups of more than
-    ``MAX_DECODED_ROW_GROUP`` rows), whatever the file size.
+    Memory stays at about one row group's pixels (2,048 images for files written by
+    :func:`write_image_parquet`), whatever the file size.
     """
     path = Path(path)
     if batch_size < 1:
@@ -173,10 +139,11 @@ def iter_image_batches(path: str | Path, batch_size: int = 2048) -> Iterator[Ima
     pf = _open_parquet(path)
     pixel_idx = _pixel_indices(pf)
     try:
-        for rg, batch in _iter_parts(path, pf, batch_size):
-            part = _read_row_group(path, pf, rg, pixel_idx) if batch is None else _batch_to_arrays(path, batch)
+        for rg in range(pf.metadata.num_row_groups):
+            part = _read_row_group(path, pf, rg, pixel_idx)
             for s in range(0, len(part.ids), batch_size):
                 yield ImageBatch(part.ids[s:s + batch_size], part.images[s:s + batch_size])
+            del part
     except (pa.ArrowException, OSError) as err:
         raise DataError(path, f"cannot decode parquet data ({err})") from None
 
@@ -197,7 +164,7 @@ def read_images(path: str | Path, batch_size: int = 2048) -> ImageBatch:
     ids = np.empty(n, dtype=object)
     start = 0
     try:
-        for rg in range(pf.metadata.num_row_groups):  # decoded straight into the result, whatever their size
+        for rg in range(pf.metadata.num_row_groups):  # decoded straight into the result
             m = pf.metadata.row_group(rg).num_rows
             if start + m > n:
                 raise DataError(path, f"more rows than the {n} in the file's metadata")

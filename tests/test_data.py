@@ -49,10 +49,9 @@ def test_round_trip_and_batches_of_a_size_that_does_not_divide_n(tmp_path):
     assert np.concatenate([b.ids for b in batches]).tolist() == ids
 
 
-def test_big_row_groups_use_the_streaming_fallback(tmp_path, monkeypatch):
+def test_one_big_row_group_is_split_into_batches(tmp_path):
     ids, images = [f"T{i}" for i in range(10)], _images(10, seed=2)
     path = _write(tmp_path / "one_group.parquet", _table(ids, images), row_group_size=100)
-    monkeypatch.setattr(data, "MAX_DECODED_ROW_GROUP", 4)  # so the 10-row group counts as big
     batches = list(data.iter_image_batches(path, batch_size=3))
     assert [len(b.ids) for b in batches] == [3, 3, 3, 1]
     np.testing.assert_array_equal(np.concatenate([b.images for b in batches]), images)

@@ -185,3 +185,40 @@ def test_offline_kernel_run_in_fresh_venv(built, tmp_path):
     assert "pip install --no-index --no-deps" in log and "bengali_kit efficientnet_pytorch" in log
     assert "efficientnet_pytorch 0.7.1 from " + str((tmp_path / "verify" / "venv").resolve()) in log
     assert report.seconds < 90
+
+
+def _kernel_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "kaggle_dataset" / "kernel.py"
+    spec = importlib.util.spec_from_file_location("bk_kernel_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_kernel_finds_nested_folders_and_takes_overrides(tmp_path, monkeypatch):
+    kernel = _kernel_module()
+    root = tmp_path / "input"
+    # Kaggle has mounted datasets one or two levels deeper over the years, and may nest unzipped folders.
+    pkg = root / "datasets" / "someone" / "my-slug"
+    (pkg / "wheels" / "wheels").mkdir(parents=True)
+    (pkg / package.MANIFEST_NAME).write_text("{}")
+    (pkg / "wheels" / "wheels" / "bengali_kit-0.1.0-py3-none-any.whl").write_text("")
+    (root / "bengaliai-cv19").mkdir()
+    (root / "bengaliai-cv19" / "test.csv").write_text("row_id,image_id,component\n")
+    assert kernel.find_folder(root, "my-slug", package.MANIFEST_NAME) == pkg
+    assert kernel.find_folder(root, "bengaliai-cv19", "test.csv") == root / "bengaliai-cv19"
+    assert kernel.locate(pkg, "wheels/bengali_kit-0.1.0-py3-none-any.whl").parent == pkg / "wheels" / "wheels"
+    with pytest.raises(SystemExit, match="no folder"):
+        kernel.find_folder(tmp_path / "empty", "x", package.MANIFEST_NAME)
+
+    monkeypatch.setenv("BENGALI_KIT_INPUT_ROOT", str(root))
+    monkeypatch.setenv("BENGALI_KIT_TTA", "1")
+    args = kernel.parse_args(["--output-dir", str(tmp_path / "out"), "-f", "ignored.json"])
+    assert args.input_root == str(root) and args.output_dir == str(tmp_path / "out") and args.tta is True
+    assert args.slug == kernel.DATASET_SLUG and args.competition == "bengaliai-cv19"
+    monkeypatch.delenv("BENGALI_KIT_INPUT_ROOT")
+    monkeypatch.delenv("BENGALI_KIT_TTA")
+    args = kernel.parse_args([])
+    assert (args.input_root, args.output_dir, args.tta) == ("/kaggle/input", "/kaggle/working", None)

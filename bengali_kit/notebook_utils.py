@@ -1,0 +1,96 @@
+"""Small helpers the notebooks share: the data folder (real, or synthetic made on the fly), image samples,
+and a checkpoint to run inference with. Kept here so the notebooks' cells only call the kit and show results.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+__all__ = ["prepare_data", "sample_images", "checkpoint_or_train"]
+
+#: Files a finished synthetic folder has (write_competition_folder writes the csv files first).
+_SYNTH_DONE = ("train.csv", "test.csv", "class_map.csv", "sample_submission.csv", "test_labels.csv")
+
+
+def prepare_data(data_dir: str | Path | None, work_dir: str | Path, train_rows: int = 600, test_rows: int = 48,
+                 seed: int = 0, files: int = 2, progress: bool = True) -> Path:
+    """The competition folder to use: ``data_dir`` when given (checked), else a synthetic one.
+
+    The synthetic folder ``<work_dir>/synth_<train>_<test>_s<seed>`` is written once (into a temporary
+    folder renamed when complete, so an interrupted run never leaves a half folder that looks usable)
+    and reused by every notebook with the same settings.
+    """
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        if not (data_dir / "train.csv").is_file() and not (data_dir / "test.csv").is_file():
+            raise DataError(data_dir, "not a competition folder (no train.csv or test.csv)")
+        return data_dir
+    from .synth import write_competition_folder
+
+    out = Path(work_dir) / f"synth_{train_rows}_{test_rows}_s{seed}"
+    if all((out / f).is_file() for f in _SYNTH_DONE) and any(out.glob("test_image_data_*.parquet")):
+        return out
+    tmp = out.with_name(out.name + ".partial")
+    write_competition_folder(tmp, train_rows=train_rows, test_rows=test_rows, seed=seed, files=files,
+                             overwrite=True, progress=progress, workers=1)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def sample_images(data_dir: str | Path, split: str = "train", n: int = 1000) -> tuple[np.ndarray, np.ndarray, pd.DataFrame | None]:
+    """The first ``n`` images of a split (parquets in order, streamed): ``(ids, uint8 (n, 137, 236), labels)``.
+
+    ``labels``: the train.csv rows of those ids in the same order (for ``"train"``), else the synthetic
+    answer key ``test_labels.csv`` when the folder has one, else None. Train rows are in random label
+    order in the competition files, so the first rows are a fair sample.
+    """
+    from .data import image_parquets, iter_image_batches, read_train_csv
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    data_dir = Path(data_dir)
+    ids, images, got = [], [], 0
+    for path in image_parquets(data_dir, split):
+        for batch in iter_image_batches(path, batch_size=min(n, 2048)):
+            take = min(n - got, len(batch.ids))
+            ids.append(batch.ids[:take])
+            images.append(batch.images[:take])
+            got += take
+            if got >= n:
+                break
+        if got >= n:
+            break
+    ids_arr, images_arr = np.concatenate(ids), np.concatenate(images)
+    labels = None
+    if split == "train":
+        labels = read_train_csv(data_dir / "train.csv").set_index("image_id").loc[ids_arr].reset_index()
+    elif (data_dir / "test_labels.csv").is_file():
+        key = pd.read_csv(data_dir / "test_labels.csv", dtype={"image_id": str}).set_index("image_id")
+        labels = key.reindex(ids_arr).reset_index() if set(ids_arr) <= set(key.index) else None
+    return ids_arr, images_arr, labels
+
+
+def checkpoint_or_train(checkpoint: str | Path | None, search: list[str | Path], cfg=None) -> Path:
+    """A checkpoint for inference: ``checkpoint`` if given, else the first existing path in ``search``,
+    else a model trained now with ``cfg`` (a ``TrainConfig``; its run folder's best.pt)."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise DataError(path, "checkpoint not found")
+        return path
+    for candidate in search:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    if cfg is None:
+        raise DataError(Path(search[0]) if search else Path("."), "no checkpoint found and nothing to train")
+    from .train import train
+
+    return Path(train(cfg)) / "best.pt"

@@ -1,0 +1,143 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Bengali.AI — inference and submission
+#
+# Load a checkpoint, predict every test image and write `submission.csv`. This is the code path of the
+# offline Kaggle kernel (`kaggle_dataset/kernel.py`): `infer.predict_to_submission` streams the test
+# parquets batch by batch, crops/resizes each batch with the parameters stored in the checkpoint (exactly
+# as the training cache was made), averages the softmax over the checkpoints (and test-time-augmented
+# views with `TTA = True`) and fills each `row_id` of `test.csv` by its image id and component.
+#
+# **Data and checkpoint.** With `DATA_DIR = None` the synthetic folder of the other notebooks is used (made
+# if missing). `CHECKPOINT = None` takes `WORK_DIR/run/best.pt` from `02_train`, or trains a tiny model
+# first when there is none. On Kaggle: attach the competition data and a dataset holding your checkpoint,
+# set `DATA_DIR = "/kaggle/input/bengaliai-cv19"`, `CHECKPOINT = "/kaggle/input/<your-dataset>/best.pt"`
+# and `OUTPUT = "submission.csv"` (in `/kaggle/working`).
+#
+# **On Kaggle** the kit is not preinstalled: attach the dataset built by `bengali-kit package` (it holds the
+# kit's wheels) and run `!pip install --no-index --no-deps --find-links /kaggle/input/<its-slug>/wheels
+# bengali_kit efficientnet_pytorch` in a first cell.
+
+# %% tags=["parameters"]
+import os
+
+DATA_DIR = os.environ.get("BENGALI_KIT_NB_DATA") or None  # competition folder; None -> synthetic
+WORK_DIR = os.environ.get("BENGALI_KIT_NB_WORK", "work")
+CHECKPOINT = os.environ.get("BENGALI_KIT_NB_CHECKPOINT") or None  # None: WORK_DIR/run/best.pt, else train one
+OUTPUT = None  # submission path; None -> WORK_DIR/submission.csv
+BATCH_SIZE = 128
+TTA = False  # average flip-free shifted/scaled views
+DEVICE = "auto"  # auto: CUDA when available
+N_SHOW = 16  # test images shown with their predictions
+IMAGE_SIZE = 32  # only used when a model has to be trained here
+EPOCHS = 2
+SYNTH_TRAIN_ROWS = 600  # size of the synthetic folder (ignored with DATA_DIR)
+SYNTH_TEST_ROWS = 48
+SEED = 0
+
+# %%
+# %matplotlib inline
+from pathlib import Path
+
+import pandas as pd
+
+from bengali_kit import infer, plots
+from bengali_kit.components import COMPONENTS, load_class_map
+from bengali_kit.data import read_sample_submission
+from bengali_kit.metrics import component_recalls
+from bengali_kit.model import load_checkpoint
+from bengali_kit.notebook_utils import checkpoint_or_train, prepare_data, sample_images
+from bengali_kit.train import TrainConfig
+
+work_dir = Path(WORK_DIR)
+data_dir = prepare_data(DATA_DIR, WORK_DIR, SYNTH_TRAIN_ROWS, SYNTH_TEST_ROWS, seed=SEED)
+fallback = TrainConfig(data_dir=str(data_dir), out_dir=str(work_dir / "run_03"), cache_dir=str(work_dir / "cache"),
+                       image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=32, seed=SEED, overwrite=True,
+                       preprocess_workers=1)
+checkpoint = checkpoint_or_train(CHECKPOINT, [work_dir / "run" / "best.pt", work_dir / "run_03" / "best.pt"],
+                                 fallback)
+print("data:      ", data_dir)
+print("checkpoint:", checkpoint)
+
+# %% [markdown]
+# ## The checkpoint
+#
+# Besides the weights, a checkpoint records how to rebuild the model and how its training images were
+# preprocessed; inference reads both from it, so train and test images go through the same crop.
+
+# %%
+ckpt = load_checkpoint(checkpoint)
+print("model:       ", ckpt["model_config"])
+print("image size:  ", ckpt["image_size"])
+print("crop params: ", ckpt["preprocess"])
+print("epoch, validation weighted recall:", ckpt.get("epoch"), ckpt.get("metric"))
+
+# %% [markdown]
+# ## Predict the test parquets and write the submission
+
+# %%
+out = Path(OUTPUT) if OUTPUT else work_dir / "submission.csv"
+result, sub = infer.predict_to_submission(data_dir, [checkpoint], out, batch_size=BATCH_SIZE, device=DEVICE,
+                                          tta=TTA, overwrite=True)
+print(result.summary())
+print(f"wrote {out}: {len(sub)} rows")
+sub.head(9)
+
+# %% [markdown]
+# The submission has the rows of `sample_submission.csv`, in its order: one per (test image, component).
+
+# %%
+sample = read_sample_submission(data_dir / "sample_submission.csv")
+assert sub["row_id"].tolist() == sample["row_id"].tolist(), "row_ids differ from sample_submission.csv"
+print(f"{len(sub)} rows, same row_ids and order as sample_submission.csv")
+sub.assign(component=sub.row_id.str.extract(f"({'|'.join(COMPONENTS)})$")[0]).groupby("component").target.describe()
+
+# %% [markdown]
+# ## A look at the predictions
+#
+# Test images with the grapheme composed from the three predicted labels (`ClassMap.compose`). The
+# synthetic folder also has the answer key (`test_labels.csv`; real competition folders do not), so there
+# each image is green when all three components are right, red otherwise, and the test set can be scored.
+
+# %%
+class_map = load_class_map(data_dir / "class_map.csv")
+ids, images, truth = sample_images(data_dir, "test", N_SHOW)
+pred = pd.DataFrame(result.labels, columns=list(COMPONENTS), index=result.image_ids).loc[ids].to_numpy()
+texts = [class_map.compose(*map(int, p)) for p in pred]
+captions = [f"{i}: {'-'.join(map(str, p))}" for i, p in zip(ids, pred)]
+colors = None
+if truth is not None:
+    right = (truth[list(COMPONENTS)].to_numpy() == pred).all(axis=1)
+    colors = ["green" if ok else "red" for ok in right]
+    captions = [f"{c}\ntrue {'-'.join(map(str, t))}" for c, t in zip(captions, truth[list(COMPONENTS)].to_numpy())]
+plots.plot_labelled_images(images, texts, captions, colors, ncols=8,
+                           title="test images and predicted graphemes (root-vowel-consonant)");
+
+# %%
+key_path = data_dir / "test_labels.csv"
+if key_path.is_file():
+    key = pd.read_csv(key_path, dtype={"image_id": str}).set_index("image_id").loc[result.image_ids]
+    scores = component_recalls(key[list(COMPONENTS)].to_numpy(), result.labels)
+    print("synthetic test set, macro recall:", {k: round(v, 4) for k, v in scores.items()})
+else:
+    print("no answer key in", data_dir, "(real data): the leaderboard scores the submission")
+
+# %% [markdown]
+# ## On Kaggle
+#
+# The competition's test set is hidden and the kernel must run with the internet off. `bengali-kit package`
+# builds a dataset folder with the checkpoint(s), the kit's wheels and `kaggle_dataset/kernel.py`, which
+# calls the same `infer.predict_to_submission` as above.
