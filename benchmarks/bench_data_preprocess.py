@@ -119,7 +119,7 @@ def make_parquet(folder: Path, rows: int) -> Path:
 
 
 # ---------------------------------------------------------------- variants (run in subprocesses)
-def _variant(name: str, parquet: Path, workers: int, out: Path, interpolation: str = "area") -> dict:
+def _variant(name: str, parquet: Path, workers: int, out: Path, interpolation: str = "linear") -> dict:
     if name == "read-ours":
         t = time.perf_counter()
         batch = data.read_images(parquet)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the figures to this json file")
     ap.add_argument("--pandas-limit-gb", type=float, default=10.0,
                     help="address-space cap for the pandas variant (it fails with MemoryError beyond it)")
-    ap.add_argument("--interpolation", default="area", choices=sorted(preprocess.INTERPOLATIONS),
+    ap.add_argument("--interpolation", default="linear", choices=sorted(preprocess.INTERPOLATIONS),
                     help="cv2.resize interpolation of the crop/resize variants")
     ap.add_argument("--row-group-size", type=int,
                     help="rewrite the parquet with row groups of this many rows first (e.g. the row count: one "

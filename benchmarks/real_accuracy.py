@@ -154,7 +154,8 @@ def fine_tune(r: Recipe, train, val, budget_s: float | None = None, steps: int |
     seconds = time.perf_counter() - t0
     scores = evaluate_arrays(ema.module if ema is not None else model, *val)
     log(f"    {step} steps, {seen / len(xt):.1f} epochs, {seconds:.0f}s, final loss {float(loss.detach()):.3f}"
-        + (f", init {init_mode}" if init_mode else ""))
+        + (f", init {init_mode}" if init_mode else "") + f"; val weighted {scores['weighted']:.4f} ("
+        + ", ".join(f"{scores[c]:.3f}" for c in COMPONENTS) + ")")
     return {"scores": scores, "seconds": seconds, "steps": step, "epochs": seen / len(xt)}
 
 

@@ -63,9 +63,10 @@ def _add_preprocess(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="CACHE_DIR",
                    help="cache folder for the <split>_<size>.npy arrays, their ids and manifests")
     p.add_argument("--split", choices=("train", "test", "both"), default="both", help="which parquets to preprocess")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: number of CPUs)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads cropping in parallel (default: the number of CPUs)")
     p.add_argument("--batch-size", type=int, default=2048, help="images read from a parquet at a time")
-    p.add_argument("--interpolation", default="area", choices=("area", "linear", "cubic", "nearest", "lanczos"),
+    p.add_argument("--interpolation", default="linear", choices=("area", "linear", "cubic", "nearest", "lanczos"),
                    help="cv2.resize interpolation (Iafoss's kernel used linear)")
     p.add_argument("--force", action="store_true", help="rebuild even when the cache is up to date")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
