@@ -15,9 +15,9 @@ PY=${PYTHON:-python3}
 echo "== installing Python requirements"
 # torch first and alone: 2.13.0 resolves to the CPU wheel on the dev/CI machines, and nothing after it
 # may pull another torch build.
-"$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
-"$PY" -m pip install -q --disable-pip-version-check -r requirements.txt
-"$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore torch==2.13.0
+"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r requirements.txt
+"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --no-build-isolation -e .
 "$PY" - <<'PY'
 import PIL.features, torch, efficientnet_pytorch, cv2, pyarrow  # noqa: F401
 assert PIL.features.check("raqm"), "Pillow lacks raqm: Bengali text would not be shaped"
