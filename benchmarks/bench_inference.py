@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import peak_rss_mib
 
 import numpy as np
 
@@ -31,18 +32,6 @@ sys.path.insert(0, str(ROOT))
 FULL_ROWS = 50_210  # rows of one real test/train parquet
 HIDDEN_TEST = 200_840  # the hidden test set is about as large as train (4 parquets)
 POOL = 512
-
-
-def _peak_mb() -> float:
-    """Peak RSS of this process image. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
-    child would report its parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_folder(folder: Path, rows: int, pool_dir: Path) -> Path:
@@ -163,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     if args.phase:
         res = _phase(args.phase, args)
-        res["peak_mb"] = round(_peak_mb(), 1)
+        res["peak_mb"] = round(peak_rss_mib(), 1)
         print(json.dumps(res))
         return 0
 

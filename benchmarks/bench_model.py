@@ -18,11 +18,12 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import peak_rss_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,16 +50,6 @@ def make_seed_style(name: str):
 
 
 # ---------------------------------------------------------------- one measurement (runs in a subprocess)
-def _peak_rss_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def _setup(spec: dict, kind: str):
     """Model, data and a step function for ``spec['mode']`` ("train" | "infer") of ``kind`` ("ours" | "seed")."""
     import torch
@@ -107,7 +98,7 @@ def measure(spec: dict) -> dict:
             times[kind].append(time.perf_counter() - t0)
     b = spec["batch_size"]
     return {**spec, "images_per_s": {k: b * len(t) / sum(t) for k, t in times.items()},
-            "step_s": times, "peak_rss_mib": _peak_rss_mib()}
+            "step_s": times, "peak_rss_mib": peak_rss_mib()}
 
 
 def run_in_subprocess(spec: dict) -> dict:
