@@ -443,6 +443,10 @@ def _validation_ids(data_dir: Path, labels_df: pd.DataFrame, ckpt: dict, where: 
     tc = ckpt.get("train_config")
     if not isinstance(tc, dict) or "seed" not in tc:
         return None, "all labelled images: the checkpoint records no training split"
+    if tc.get("val_data_dir") or tc.get("synthetic_stream"):
+        # validated on another folder (or trained on rendered images): no split of this folder to reproduce
+        return None, (f"all labelled images: the checkpoint was validated on {tc.get('val_data_dir')}"
+                      if tc.get("val_data_dir") else "all labelled images: trained on rendered images only")
     from .train import split_indices
 
     ids = _parquet_ids(image_parquets(data_dir, "train"))

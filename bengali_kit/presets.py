@@ -28,7 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                         "cutmix_p": 0.0, "val_fraction": 0.05},
     "cpu-real": {"model": "efficientnet-b0", "image_size": 64, "pooling": "gem", "batch_size": 64,
                  "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-2, "label_smoothing": 0.1,
-                 "cutmix_p": 0.3, "ema_decay": 0.99, "head_warmup_epochs": 1},
+                 "cutmix_p": 0.0, "ema_decay": 0.99, "head_warmup_epochs": 1},
 }
 
 

@@ -314,7 +314,12 @@ class _Trainer:
         self.run_dir = Path(cfg.out_dir)
         check_image_size(cfg.model, cfg.image_size)
         self.model_config = ModelConfig(name=cfg.model, pooling=cfg.pooling, dropout=cfg.dropout)
-        _check_data(cfg)
+        if cfg.data_dir or not cfg.synthetic_stream:
+            _check_data(cfg)
+        if cfg.val_data_dir:
+            import dataclasses
+
+            _check_data(dataclasses.replace(cfg, data_dir=cfg.val_data_dir))
         _check_run_dir(cfg)
         self.resume_ckpt = self._load_resume() if cfg.resume else None
 
@@ -326,25 +331,38 @@ class _Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        npy, ids, self.crop_params = _prepare_cache(cfg, self.is_main)
-        rows, labels = _labels_for(cfg, ids)
-        train_idx, val_idx = split_indices(labels[:, 0], cfg.val_fraction, cfg.n_folds, cfg.fold, cfg.seed)
-        if len(train_idx) < cfg.batch_size * self.world:
-            raise ValueError(f"only {len(train_idx)} training images for batch size {cfg.batch_size} "
-                             f"x {self.world} process(es); lower --batch-size")
-        self.train_set = CacheDataset(npy, rows[train_idx], labels[train_idx])
-        shard = val_idx[self.rank::self.world]
-        self.val_set = CacheDataset(npy, rows[shard], labels[shard])
-        self.val_positions = np.arange(len(val_idx))[self.rank::self.world]
-        self.val_labels = labels[val_idx]
-        self.n_train, self.n_val = len(train_idx), len(val_idx)
+        from .sources import build_sources
+
+        src = build_sources(cfg, self.is_main, self.rank, self.world)
+        persistent = cfg.num_workers > 0
+        if src is None:
+            npy, ids, self.crop_params = _prepare_cache(cfg, self.is_main)
+            rows, labels = _labels_for(cfg, ids)
+            train_idx, val_idx = split_indices(labels[:, 0], cfg.val_fraction, cfg.n_folds, cfg.fold, cfg.seed)
+            if len(train_idx) < cfg.batch_size * self.world:
+                raise ValueError(f"only {len(train_idx)} training images for batch size {cfg.batch_size} "
+                                 f"x {self.world} process(es); lower --batch-size")
+            self.train_set = CacheDataset(npy, rows[train_idx], labels[train_idx])
+            shard = val_idx[self.rank::self.world]
+            self.val_set = CacheDataset(npy, rows[shard], labels[shard])
+            self.val_positions = np.arange(len(val_idx))[self.rank::self.world]
+            self.val_labels = labels[val_idx]
+            self.n_train, self.n_val = len(train_idx), len(val_idx)
+        else:  # --val-data and/or --synthetic-stream
+            self.train_set, self.val_set, self.crop_params = src.train_set, src.val_set, src.crop_params
+            self.val_positions, self.val_labels = src.val_positions, src.val_labels
+            self.n_train, self.n_val = src.n_train, src.n_val
+            persistent = persistent and src.persistent_workers
+            if self.n_train < cfg.batch_size * self.world:
+                raise ValueError(f"only {self.n_train} training images for batch size {cfg.batch_size} "
+                                 f"x {self.world} process(es); lower --batch-size")
 
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank,
                                           shuffle=True, seed=cfg.seed, drop_last=True)
         # Own generators: a DataLoader iterator otherwise draws its base seed from the global RNG, and
         # persistent workers create fewer iterators, so num_workers would change the dropout stream.
         loader_kw = {"num_workers": cfg.num_workers, "pin_memory": self.cuda,
-                     "persistent_workers": cfg.num_workers > 0,
+                     "persistent_workers": persistent,
                      "generator": torch.Generator().manual_seed(cfg.seed)}
         self.train_loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler,
                                        drop_last=True, **loader_kw)
@@ -383,6 +401,21 @@ class _Trainer:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.bare = model
+        self.init_from = None
+        if cfg.init and self.resume_ckpt is None:
+            from .finetune import load_init_weights
+
+            report = load_init_weights(model, cfg.init)
+            self.init_from = report.to_dict()
+            if self.is_main:
+                print(f"train: {report.summary()}", flush=True)
+        elif self.resume_ckpt is not None:
+            self.init_from = self.resume_ckpt.get("init_from")
+        self.ema = None
+        if cfg.ema_decay > 0:
+            from .ema import ModelEMA
+
+            self.ema = ModelEMA(model, cfg.ema_decay)
         self.optimizer = _build_optimizer(cfg, model)
         self.lr_factor = _LRFactor(cfg.schedule, self.steps_per_epoch * cfg.epochs, cfg.warmup)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
@@ -395,8 +428,13 @@ class _Trainer:
             self._restore(self.resume_ckpt)
         self.model = model
         if self.world > 1:
+            # a frozen backbone during head warm-up leaves parameters without gradients
             self.model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.cuda else None)
+                model, device_ids=[self.device.index] if self.cuda else None,
+                find_unused_parameters=cfg.head_warmup_epochs > 0)
+        if self.is_main and self.init_from is not None:
+            atomic_write_text(self.run_dir / "config.json",
+                              json.dumps({**cfg.to_dict(), "init_from": self.init_from}, indent=2) + "\n")
 
     def _restore(self, ckpt: dict) -> None:
         self.bare.load_state_dict(ckpt["model"])
@@ -407,6 +445,8 @@ class _Trainer:
         _set_rng_state(ckpt["rng"])
         self.start_epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.history = [dict(row) for row in ckpt.get("history", [])]
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
         self.best = float(ckpt.get("best_metric", -math.inf))
 
     # ------------------------------------------------------------ epochs
@@ -442,6 +482,11 @@ class _Trainer:
         cfg = self.cfg
         self.model.train()
         self.sampler.set_epoch(epoch)
+        from .finetune import set_head_only
+        from .sources import set_stream_epoch
+
+        set_stream_epoch(self.train_set, epoch)
+        set_head_only(self.bare, epoch < cfg.head_warmup_epochs)  # warm-up: only pooling, neck, heads learn
         # Everything random in this epoch derives from (seed, epoch, rank): resume needs no RNG history.
         _seed_everything(_epoch_seed(cfg.seed, epoch, self.rank, 0))
         self.augment.reseed(_epoch_seed(cfg.seed, epoch, self.rank, 1))
@@ -480,6 +525,8 @@ class _Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.bare)
         self.step += 1
         return loss
 
@@ -508,7 +555,8 @@ class _Trainer:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = labels.to(self.device)
             with self._autocast():
-                logits = self.bare(x)  # no DDP wrapper: ranks see different numbers of batches
+                net = self.ema.module if self.ema is not None else self.bare
+                logits = net(x)  # no DDP wrapper: ranks see different numbers of batches
                 loss_sum += float(self.loss_fn(logits, y)) * len(y)
             preds.append(torch.stack([z.argmax(1) for z in logits], 1).cpu())
         pred = torch.cat(preds).numpy() if preds else np.zeros((0, 3), dtype=np.int64)
@@ -528,7 +576,8 @@ class _Trainer:
     def _common(self, epoch: int, scores: dict) -> dict:
         return {"image_size": int(self.cfg.image_size), "preprocess": dict(self.crop_params),
                 "train_config": self.cfg.to_dict(), "epoch": int(epoch),
-                "metric": float(scores["weighted"]), "scores": dict(scores), "n_val": int(self.n_val)}
+                "metric": float(scores["weighted"]), "scores": dict(scores), "n_val": int(self.n_val),
+                "init_from": self.init_from}
 
     def _save(self, epoch: int, scores: dict, y_pred: np.ndarray) -> None:
         from .model import save_checkpoint
@@ -536,9 +585,11 @@ class _Trainer:
         improved = scores["weighted"] > self.best
         if improved:
             self.best = scores["weighted"]
-            save_checkpoint(self.run_dir / "best.pt", self.bare, **self._common(epoch, scores))
+            save_checkpoint(self.run_dir / "best.pt", self.ema.module if self.ema is not None else self.bare,
+                            **self._common(epoch, scores))
             self._write_per_class(y_pred)
-        save_last(self.run_dir / "last.pt", self.bare, **self._common(epoch, scores),
+        extra = {"ema": self.ema.state_dict()} if self.ema is not None else {}
+        save_last(self.run_dir / "last.pt", self.bare, **self._common(epoch, scores), **extra,
                   optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                   scaler=self.scaler.state_dict(), rng=_rng_state(), step=int(self.step),
                   history=[dict(r) for r in self.history], best_metric=float(self.best))

@@ -17,10 +17,10 @@ __all__ = ["TrainConfig", "add_config_arguments", "config_from_args", "RUNTIME_F
 # Fields that may change between an interrupted run and its resumption without changing the result
 # (where things are, how fast they go, how chatty); every other field must match the checkpoint.
 RUNTIME_FIELDS = frozenset({"data_dir", "out_dir", "cache_dir", "num_workers", "resume", "overwrite",
-                            "log_every", "progress", "preprocess_workers"})
+                            "log_every", "progress", "preprocess_workers", "val_data_dir", "init"})
 
 # CLI spellings that differ from ``--field-name`` (the README's short forms).
-_FLAGS = {"data_dir": "--data", "out_dir": "--out", "image_size": "--size"}
+_FLAGS = {"data_dir": "--data", "out_dir": "--out", "image_size": "--size", "val_data_dir": "--val-data"}
 
 
 def _f(default: Any, help: str, type: Any = None, choices: tuple | None = None):
@@ -79,6 +79,21 @@ class TrainConfig:
     overwrite: bool = _f(False, "start again in a run folder that already has checkpoints")
     log_every: int = _f(10, "update the progress bar's running loss every N steps")
     progress: bool = _f(True, "show progress bars")
+    # fine-tuning, other data sources and presets (bengali_kit.finetune / sources / presets)
+    init: str | None = _f(None, "start from this checkpoint's weights: all of them when the architecture "
+                                "matches, else the backbone (and neck/heads when they fit)", type=str)
+    head_warmup_epochs: int = _f(0, "first epochs where only pooling, neck and heads train (backbone frozen)")
+    val_data_dir: str | None = _f(None, "validate on every labelled image of this folder and train on all "
+                                        "of --data (e.g. import-crops' val/ and train/)", type=str)
+    synthetic_stream: bool = _f(False, "train on graphemes rendered on the fly (no --data needed; validates "
+                                       "on --val-data, else on --data, else on rendered images)")
+    steps_per_epoch: int = _f(500, "batches per epoch with --synthetic-stream")
+    stream_alpha: float = _f(0.5, "--synthetic-stream label frequencies: real counts ** alpha (0: uniform)")
+    stream_novel_fraction: float = _f(0.2, "--synthetic-stream share of valid triples absent from the real data")
+    ema_decay: float = _f(0.0, "keep an EMA of the weights with this decay (e.g. 0.999); validated and "
+                               "saved in place of the raw weights (0: off)")
+    preset: str | None = _f(None, "named settings: kaggle, kaggle-pretrain, cpu-real (options you give "
+                                  "win over the preset's)", type=str)
 
     def __post_init__(self) -> None:
         self.loss_weights = tuple(float(v) for v in self.loss_weights)
@@ -90,7 +105,13 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"bad training config: {msg}")
 
-        need(bool(self.data_dir), "data_dir is required")
+        need(bool(self.data_dir) or self.synthetic_stream, "data_dir is required (or --synthetic-stream)")
+        need(self.head_warmup_epochs >= 0, f"head_warmup_epochs must be >= 0, got {self.head_warmup_epochs}")
+        need(self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        need(self.stream_alpha >= 0, f"stream_alpha must be >= 0, got {self.stream_alpha}")
+        need(0 <= self.stream_novel_fraction < 1,
+             f"stream_novel_fraction must be in [0, 1), got {self.stream_novel_fraction}")
+        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         need(self.image_size > 0, f"image_size must be positive, got {self.image_size}")
         need(self.batch_size >= 2, f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
         need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
@@ -156,10 +177,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             kw["type"] = f.metadata["type"] or type(default)
         if f.name == "data_dir":
-            kw.update(required=True, default=None)
+            kw.update(default="")  # required unless --synthetic-stream: TrainConfig.validate says so
         parser.add_argument(*flags, **kw)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Build a ``TrainConfig`` from options added by ``add_config_arguments``."""
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    if cfg.preset:
+        from .presets import apply_preset, explicit_fields
+
+        cfg = apply_preset(cfg, cfg.preset, explicit_fields(args, TrainConfig))
+    return cfg

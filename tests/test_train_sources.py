@@ -1,0 +1,62 @@
+"""Training from other sources: --init with head warm-up, --val-data, --synthetic-stream, --preset."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bengali_kit.cli import build_parser
+from bengali_kit.model import load_checkpoint
+from bengali_kit.train import TrainConfig, train
+from bengali_kit.train_config import config_from_args
+
+TINY = dict(image_size=32, batch_size=8, epochs=1, max_steps=2, progress=False, cutmix_p=0.0, preprocess_workers=1)
+
+
+@pytest.fixture(scope="module")
+def real_folders(reference_dir, tmp_path_factory):
+    from bengali_kit.realdata import import_crops
+
+    out = tmp_path_factory.mktemp("real") / "crops"
+    import_crops(reference_dir / "real_sample_64.npz", out, limit=100, files=1)
+    return out
+
+
+def test_val_data_then_init_with_head_warmup(real_folders, tmp_path):
+    torch.set_num_threads(2)
+    cache = tmp_path / "cache"
+    first = train(TrainConfig(data_dir=str(real_folders / "train"), val_data_dir=str(real_folders / "val"),
+                              out_dir=str(tmp_path / "a"), cache_dir=str(cache), **TINY))
+    ck = load_checkpoint(first / "best.pt")
+    assert ck["n_val"] == 20  # every image of val/ (1 of each of the 20 triples), none of train/
+    second = train(TrainConfig(data_dir=str(real_folders / "train"), val_data_dir=str(real_folders / "val"),
+                               out_dir=str(tmp_path / "b"), cache_dir=str(cache), init=str(first / "best.pt"),
+                               head_warmup_epochs=1, **TINY))
+    ck2 = load_checkpoint(second / "last.pt")
+    backbone = [k for k in ck["model"] if k.startswith("backbone.")]
+    # the only epoch was a warm-up: backbone weights and batch-norm statistics untouched, heads trained
+    assert all(torch.equal(ck["model"][k], ck2["model"][k]) for k in backbone)
+    assert not torch.equal(ck["model"]["heads.0.weight"], ck2["model"]["heads.0.weight"])
+    config = json.loads((second / "config.json").read_text())
+    assert config["init_from"]["mode"] == "all" and config["init_from"]["path"].endswith("best.pt")
+    assert ck2["init_from"]["mode"] == "all"
+
+
+def test_synthetic_stream_needs_no_data_folder(tmp_path):
+    torch.set_num_threads(2)
+    run = train(TrainConfig(synthetic_stream=True, steps_per_epoch=2, out_dir=str(tmp_path / "s"),
+                            **{**TINY, "max_steps": None}))
+    ck = load_checkpoint(run / "best.pt")
+    assert ck["n_val"] >= 16 and ck["train_config"]["synthetic_stream"] is True
+    assert (run / "history.csv").is_file()
+
+
+def test_preset_fills_what_the_command_line_leaves_open():
+    p = build_parser()
+    args = p.parse_args(["train", "--data", "d", "--preset", "kaggle", "--epochs", "3"])
+    cfg = config_from_args(args)
+    assert cfg.model == "efficientnet-b3" and cfg.image_size == 128 and cfg.ema_decay > 0
+    assert cfg.epochs == 3  # given explicitly: the preset does not override it
+    with pytest.raises(ValueError, match="unknown preset"):
+        config_from_args(p.parse_args(["train", "--data", "d", "--preset", "nope"]))
