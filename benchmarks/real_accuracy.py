@@ -43,7 +43,8 @@ from bengali_kit.finetune import head_only, load_init_weights  # noqa: E402
 from bengali_kit.losses import MultiHeadLoss  # noqa: E402
 from bengali_kit.model import ModelConfig, build_model, load_checkpoint  # noqa: E402
 from bengali_kit.optim import LARS, lars_param_groups  # noqa: E402
-from bengali_kit.pretrain import PretrainConfig, evaluate_arrays, pretrain, real_crops_preprocessed  # noqa: E402
+from bengali_kit.pretrain import (PretrainConfig, evaluate_arrays, optimizer_step, pretrain,  # noqa: E402
+                                  real_crops_preprocessed)
 from bengali_kit.realdata import load_crops, split_by_triple  # noqa: E402
 from bengali_kit.synth_stream import StreamConfig  # noqa: E402
 
@@ -142,16 +143,8 @@ def fine_tune(r: Recipe, train, val, budget_s: float | None = None, steps: int |
         x = torch.from_numpy(xt[idx]).unsqueeze(1).float().div_(255.0)
         y = torch.from_numpy(yt[idx])
         t = progress()
-        for g in opt.param_groups:
-            g["lr"] = r.lr * _onecycle(t)
-        x, targets = aug(x, y)
         with head_only(model, enabled=bool(r.init) and t < r.head_warmup):
-            loss = loss_fn(model(x), targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if ema is not None:
-            ema.update(model)
+            loss = optimizer_step(model, opt, loss_fn, r.lr * _onecycle(t), x, y, aug, ema)
         step += 1
         seen += len(idx)
     seconds = time.perf_counter() - t0

@@ -94,6 +94,27 @@ def _lr_factor(progress: float, warmup: float) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn, lr: float, x: torch.Tensor,
+                   labels: torch.Tensor, aug=None, ema=None) -> torch.Tensor:
+    """One plain float32 training step at learning rate ``lr``: augment, loss, backward, step, EMA update.
+
+    Shared by pretraining and the real-accuracy benchmark's fine-tuning loop (``train.py`` has its own,
+    with AMP, gradient clipping and DDP). Returns the detached loss.
+    """
+    for g in opt.param_groups:
+        g["lr"] = lr
+    targets = labels
+    if aug is not None:
+        x, targets = aug(x, labels)
+    loss = loss_fn(model(x), targets)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if ema is not None:
+        ema.update(model)
+    return loss.detach()
+
+
 def pretrain(cfg: PretrainConfig) -> Path:
     """Train on rendered graphemes for ``cfg.steps`` steps or ``cfg.budget_s`` seconds, whichever ends first;
     returns the run folder (see module doc)."""
@@ -158,17 +179,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
         return t
 
     for images, labels in loader:
-        p = progress()
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * _lr_factor(p, cfg.warmup)
         x = images.unsqueeze(1).float().div_(255.0)
-        x, targets = aug(x, labels)
-        loss = loss_fn(model(x), targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if ema is not None:
-            ema.update(model)
+        loss = optimizer_step(model, opt, loss_fn, cfg.lr * _lr_factor(progress(), cfg.warmup), x, labels, aug, ema)
         step += 1
         run_loss += float(loss.detach())
         n_loss += 1
