@@ -96,7 +96,7 @@ class EvaluationResult:
                  f"  weighted recall      {s['weighted']:.4f}"]
         lines += [f"  {c:<20} {s[c]:.4f}" for c in COMPONENTS]
         if worst:
-            lines.append(f"  worst classes (recall, support):")
+            lines.append("  worst classes (recall, support):")
             for r in self.worst_classes(worst).itertuples():
                 lines.append(f"    {r.component:<20} {int(r.label):>3}  {r.recall:.3f}  {int(r.support)}")
         return "\n".join(lines)
@@ -276,8 +276,9 @@ def _run_models(group: _Group, images: np.ndarray, device, tta: bool) -> list[np
     """Sum over models (and views) of the softmax, per component: float32 (n, classes) each."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
-    x = x.unsqueeze(1).float().div_(255.0)
+    from .model import model_input
+
+    x = model_input(torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True))
     n = x.shape[0]
     if tta:
         x = _tta_batch(x, TTA_VIEWS)

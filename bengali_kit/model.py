@@ -98,6 +98,14 @@ class Logits(NamedTuple):
     consonant_diacritic: torch.Tensor
 
 
+def model_input(images: torch.Tensor) -> torch.Tensor:
+    """Preprocessed uint8 images (B, S, S) -> the model's float input (B, 1, S, S) in [0, 1].
+
+    The one place that defines the input scale; training, pretraining and inference all call it.
+    """
+    return images.unsqueeze(1).float().div_(255.0)
+
+
 def check_image_size(name: str, size: int) -> int:
     """Return ``size`` if model ``name`` can take (size, size) images, else raise ValueError.
 

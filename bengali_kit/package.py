@@ -235,8 +235,8 @@ def wheel_from_installed(dist_name: str, out_dir: str | Path) -> Path:
                 continue
             arc = "/".join(parts)
         if arc.split("/")[-1] == "WHEEL":
-            data = (f"Wheel-Version: 1.0\nGenerator: bengali_kit.package\nRoot-Is-Purelib: true\n"
-                    f"Tag: py3-none-any\n").encode()
+            data = ("Wheel-Version: 1.0\nGenerator: bengali_kit.package\nRoot-Is-Purelib: true\n"
+                    "Tag: py3-none-any\n").encode()
         else:
             data = Path(f.locate()).read_bytes()
         entries.append((arc, data))

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from .files import atomic_path, atomic_write_text
+from .model import model_input
 from .synth_stream import StreamConfig, SyntheticGraphemes
 
 __all__ = ["PretrainConfig", "pretrain", "real_crops_preprocessed", "evaluate_arrays"]
@@ -79,7 +80,7 @@ def evaluate_arrays(model: torch.nn.Module, images: np.ndarray, labels: np.ndarr
     model.eval()
     preds = []
     for s in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size])).unsqueeze(1).float().div_(255.0)
+        x = model_input(torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size])))
         logits = model(x)
         preds.append(torch.stack([z.argmax(1) for z in logits], 1).numpy())
     model.train(was)
@@ -179,7 +180,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
         return t
 
     for images, labels in loader:
-        x = images.unsqueeze(1).float().div_(255.0)
+        x = model_input(images)
         loss = optimizer_step(model, opt, loss_fn, cfg.lr * _lr_factor(progress(), cfg.warmup), x, labels, aug, ema)
         step += 1
         run_loss += float(loss.detach())

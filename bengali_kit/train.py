@@ -31,7 +31,7 @@ from .augment import BatchAugmenter
 from .components import COMPONENTS
 from .errors import DataError
 from .files import atomic_path, atomic_write_text
-from .train_config import RUNTIME_FIELDS, TrainConfig, add_config_arguments, config_from_args
+from .train_config import TrainConfig, add_config_arguments, config_from_args
 
 __all__ = ["TrainConfig", "train", "split_indices", "CacheDataset", "add_config_arguments", "config_from_args",
            "HISTORY_COLUMNS"]
@@ -503,8 +503,9 @@ class _Trainer:
         return self._mean_across_ranks(total.item(), count)
 
     def _to_input(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.device, non_blocking=True).unsqueeze(1).float().div_(255.0)
-        return x
+        from .model import model_input
+
+        return model_input(images.to(self.device, non_blocking=True))
 
     def _autocast(self):
         return torch.autocast(device_type="cuda", dtype=torch.float16) if self.amp else nullcontext()

@@ -1,5 +1,4 @@
 """Synthetic pretraining (``bengali_kit.pretrain``): a tiny run writes a loadable checkpoint and resumes."""
-import numpy as np
 import pandas as pd
 import torch
 
