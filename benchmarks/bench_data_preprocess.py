@@ -11,7 +11,7 @@ Each variant runs in its own subprocess, so its peak memory (ru_maxrss) is its o
   crop-reference preprocess.crop_resize_reference in a Python loop, one image at a time
   cache          preprocess.build_cache straight from the parquet (the streaming pipeline: its peak
                  memory is the figure for "preprocessing one full parquet")
-Without --parquet a full-size parquet is made first: with bengali_kit.synth when it works, else with
+Without --parquet a full-size parquet is made first: with bengali_kit.synthetic when it works, else with
 simple random strokes drawn by OpenCV (dark ink on a noisy white background).
 """
 from __future__ import annotations
@@ -107,12 +107,12 @@ def stroke_images(n: int, seed: int = 0) -> np.ndarray:
 def make_parquet(folder: Path, rows: int) -> Path:
     """A competition-format train parquet of ``rows`` images in ``folder``."""
     try:
-        from bengali_kit.synth import write_competition_folder
+        from bengali_kit.synthetic import write_competition_folder
 
         out = write_competition_folder(folder / "synth", train_rows=rows, test_rows=8, files=1, seed=0)
         return data.image_parquets(out, "train")[0]
-    except Exception as err:  # synth.py missing or unfinished: fall back to strokes
-        print(f"(bengali_kit.synth unavailable: {type(err).__name__}: {err}; drawing strokes instead)")
+    except Exception as err:  # the renderer missing or unfinished: fall back to strokes
+        print(f"(bengali_kit.synthetic unavailable: {type(err).__name__}: {err}; drawing strokes instead)")
     path = folder / "strokes" / "train_image_data_0.parquet"
     data.write_image_parquet(path, [f"Train_{i}" for i in range(rows)], stroke_images(rows))
     return path

@@ -9,8 +9,8 @@ Each phase runs in its own subprocess, so its peak memory (ru_maxrss) is its own
                 128 px, one process): the CPU side of inference and its peak memory on a full-size file
   crop          preprocess.crop_resize_batch on 2,048 images already in memory (one process): crop rate
   model:<name>  the network alone on random 128-px batches (``--batch-size``): images/s on this CPU
-  e2e:<name>    infer.predict_to_submission on a ``--rows`` folder, random-init weights: images/s, peak MB
-Test images are rendered by bengali_kit.synth (a pool of 512, repeated to the row count).
+  e2e:<name>    submission.predict_to_submission on a ``--rows`` folder, random-init weights: images/s, peak MB
+Test images are rendered by bengali_kit.synthetic (a pool of 512, repeated to the row count).
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def make_folder(folder: Path, rows: int, pool_dir: Path) -> Path:
     if (folder / "test.csv").is_file() and data.count_images(folder / "test_image_data_0.parquet") == rows:
         return folder
     if not (pool_dir / "test_image_data_0.parquet").is_file():
-        from bengali_kit.synth import write_competition_folder
+        from bengali_kit.synthetic import write_competition_folder
 
         write_competition_folder(pool_dir, train_rows=1, test_rows=POOL, files=1, seed=0, progress=False,
                                  overwrite=True)
@@ -74,7 +74,7 @@ def _phase(name: str, args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from bengali_kit import data, infer, preprocess
+    from bengali_kit import data, preprocess, submission
     from bengali_kit.model import ModelConfig, build_model, save_checkpoint
 
     if name == "stream":
@@ -107,7 +107,7 @@ def _phase(name: str, args) -> dict:
                         preprocess=preprocess.CropParams().asdict())
         out = Path(args.work) / f"submission_{model_name}.csv"
         t = time.perf_counter()
-        result, sub = infer.predict_to_submission(args.e2e_dir, [ckpt], out, batch_size=args.batch_size,
+        result, sub = submission.predict_to_submission(args.e2e_dir, [ckpt], out, batch_size=args.batch_size,
                                                   device="cpu", overwrite=True, progress=False)
         seconds = time.perf_counter() - t  # includes reading test.csv and writing submission.csv
         return {"seconds": seconds, "n": result.n_images, "rows": len(sub), "predict_seconds": result.seconds}

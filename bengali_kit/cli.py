@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
-from .errors import DataError
+from .argtypes import non_negative_int, positive_int
+from .errors import DataError, one_line
+from .files import os_problem
+
 
 # ---------------------------------------------------------------- synth
 def _add_synth(p: argparse.ArgumentParser) -> None:
@@ -19,31 +22,34 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
         "test_image_data_K.parquet, class_map.csv, sample_submission.csv) plus test_labels.csv (the answer key of "
         "the synthetic test images). Images are real graphemes rendered with the Debian Bengali fonts and "
         "distorted to look handwritten; labels follow the real triple frequencies.")
-    p.add_argument("out_dir", help="folder to write the competition-format files into (must be empty or new)")
-    p.add_argument("--train-rows", type=int, default=2000, help="number of training images")
-    p.add_argument("--test-rows", type=int, default=200, help="number of test images")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives byte-identical files")
-    p.add_argument("--files", type=int, default=4,
+    p.add_argument("out_dir", help="folder to write the competition-format files into (must be empty or new; "
+                                   "it appears complete at the end, or not at all)")
+    p.add_argument("--train-rows", type=positive_int, default=2000, help="number of training images")
+    p.add_argument("--test-rows", type=positive_int, default=200, help="number of test images")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="random seed; the same seed gives byte-identical files")
+    p.add_argument("--files", type=positive_int, default=4,
                    help="number of parquet files per split (rows split evenly; the real data has 4)")
     p.add_argument("--holdout-fonts", action="store_true",
                    help="render the test split with fonts never used for train (Jamrul and Noto Serif Bengali "
                         "go to test): a domain-shift proxy")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="rendering processes (default: one per CPU core, at most 3, for folders over 4,096 "
                         "images); never changes the output")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder, replacing these files")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the competition files of a non-empty folder, all of them (other files are kept)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_synth(args: argparse.Namespace) -> int:
     import time
 
-    from .synth import write_competition_folder
+    from .synthetic import write_competition_folder
 
     start = time.perf_counter()
     out = write_competition_folder(args.out_dir, train_rows=args.train_rows, test_rows=args.test_rows, seed=args.seed,
                                    files=args.files, holdout_fonts=args.holdout_fonts, overwrite=args.overwrite,
-                                   progress=not args.quiet, workers=args.workers)
+                                   progress=not args.no_progress, workers=args.workers)
     secs = time.perf_counter() - start
     n = args.train_rows + args.test_rows
     print(f"synth: wrote {out}: {args.train_rows} train + {args.test_rows} test images in {args.files} file(s) "
@@ -84,7 +90,8 @@ def _run_preprocess(args: argparse.Namespace) -> int:
         try:
             data.image_parquets(args.data_dir, split)
         except DataError as err:
-            if args.split != "both" or not Path(args.data_dir).is_dir():
+            if args.split != "both" or not Path(args.data_dir).is_dir() \
+                    or (Path(args.data_dir) / data.INCOMPLETE_MARKER).exists():
                 raise
             print(f"note: skipping {split}: {err.problem}")
             continue
@@ -114,10 +121,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    import os
+
     from .train import train
     from .train_config import config_from_args
-
-    import os
 
     run = train(config_from_args(args))
     if os.environ.get("RANK", "0") == "0":  # under torchrun only the first process reports
@@ -132,14 +139,15 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                    help="checkpoint to predict with (repeat to average several models)")
     p.add_argument("--out", default="submission.csv", help="submission file to write")
     p.add_argument("--tta", action="store_true", help="average flip-free shifted/scaled views (slower)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per batch")
-    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per batch")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps; auto takes a GPU this torch can run on, else the CPU")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from .infer import predict_to_submission
+    from .submission import predict_to_submission
 
     result, sub = predict_to_submission(args.data, args.checkpoint, args.out, batch_size=args.batch_size,
                                         device=args.device, tta=args.tta, overwrite=args.overwrite,
@@ -153,22 +161,35 @@ def _run_predict(args: argparse.Namespace) -> int:
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="competition folder with train.csv and train parquets")
     p.add_argument("--checkpoint", required=True, help="checkpoint to score")
-    p.add_argument("--all", action="store_true",
-                   help="score every labelled image, not only the checkpoint's validation split")
+    p.add_argument("--all", dest="all_images", action="store_true",
+                   help="score every labelled image, not only the run's validation images (val_ids.csv beside "
+                        "the checkpoint)")
     p.add_argument("--tta", action="store_true", help="average flip-free shifted/scaled views")
-    p.add_argument("--batch-size", type=int, default=256, help="images per batch")
-    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
-    p.add_argument("--worst", type=int, default=10, help="how many of the worst classes to list")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per batch")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps; auto takes a GPU this torch can run on, else the CPU")
+    p.add_argument("--worst", type=non_negative_int, default=10, help="how many of the worst classes to list")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the scores (weighted and per component), the image count and the checkpoint "
+                        "to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from .infer import evaluate
+    import json
 
-    res = evaluate(args.data, args.checkpoint, all=args.all, batch_size=args.batch_size, device=args.device,
-                   tta=args.tta, progress=not args.no_progress)
+    from .evaluation import evaluate
+    from .files import atomic_write_text
+
+    res = evaluate(args.data, args.checkpoint, all_images=args.all_images, batch_size=args.batch_size,
+                   device=args.device, tta=args.tta, progress=not args.no_progress)
     print(res.summary(worst=args.worst))
     print(res.prediction.summary())
+    if args.json:
+        record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "subset": res.subset,
+                  "n_images": int(res.n_images), "tta": bool(args.tta),
+                  "scores": {k: float(v) for k, v in res.scores.items()}}
+        atomic_write_text(args.json, json.dumps(record, indent=1) + "\n")
     return 0
 
 
@@ -179,6 +200,12 @@ def _add_package(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", required=True, help="your Kaggle user name")
     p.add_argument("--slug", required=True, help="dataset slug, e.g. bengali-effnet-b0 (6-40 chars: a-z 0-9 -)")
     p.add_argument("--title", default=None, help="dataset title (default: from the slug)")
+    p.add_argument("--accelerator", choices=("t4", "t4x2", "p100", "cpu"), default="t4",
+                   help="the kernel's machine_shape: t4 and t4x2 both get Kaggle's GPU T4 x2 (NvidiaTeslaT4); "
+                        "p100 (NvidiaTeslaP100) falls back to the CPU, Kaggle's torch having no P100 kernels")
+    p.add_argument("--include-init", default=None, metavar="CKPT",
+                   help="also bundle this checkpoint under init/ as a starting point for training on Kaggle "
+                        "(e.g. weights/synth-b0-64.pt, for train --init)")
     p.add_argument("--wheel-dir", default=None,
                    help="folder of prebuilt wheels (bengali_kit-*.whl, efficientnet_pytorch-*.whl) to use "
                         "instead of building them")
@@ -191,15 +218,16 @@ def _add_package(p: argparse.ArgumentParser) -> None:
                    help="then run the kernel offline in a fresh venv on synthetic data and check its submission")
     p.add_argument("--verify-data", default=None,
                    help="competition folder for --verify (default: a small synthetic one)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the package already in --out (only a package folder is replaced)")
 
 
 def _run_package(args: argparse.Namespace) -> int:
-    from .package import build_package, verify_package
+    from .kaggle import build_package, verify_package
 
     info = build_package(args.checkpoint, args.out, user=args.user, slug=args.slug, title=args.title,
                          wheel_dir=args.wheel_dir, deps=args.deps, tta=args.tta, batch_size=args.batch_size,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, accel=args.accelerator, include_init=args.include_init)
     print(f"package {info.dataset_id} written to {info.out_dir} in {info.seconds:.1f} s:")
     print(info.listing())
     status = 0
@@ -209,9 +237,9 @@ def _run_package(args: argparse.Namespace) -> int:
         if not report.ok:
             print(report.kernel_log[-4000:], file=sys.stderr)
             status = 1
-    print("upload (not run here; needs ~/.kaggle/kaggle.json):")
-    for cmd in info.upload_commands():
-        print(f"  {cmd}")
+    if info.estimate is not None:
+        print("\n".join(info.estimate.lines()))
+    print(info.submission_text())
     return status
 
 
@@ -219,24 +247,60 @@ def _run_package(args: argparse.Namespace) -> int:
 def _add_import_crops(p: argparse.ArgumentParser) -> None:
     p.add_argument("npz", help="npz of real crops (e.g. real_sample_64.npz)")
     p.add_argument("out_dir", help="folder to write train/ and val/ competition folders into")
-    p.add_argument("--val-per-triple", type=int, default=1,
+    p.add_argument("--val-per-triple", type=non_negative_int, default=1,
                    help="images of each (root, vowel, consonant) triple sent to val/ (a triple keeps >= 1 for train)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the split")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the split")
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="import only whole triples (first seen first) up to this many crops, e.g. for a quick test")
-    p.add_argument("--placed-size", type=int, default=112,
+    p.add_argument("--placed-size", type=positive_int, default=112,
                    help="side in pixels a crop is scaled to before it is centred on the 137x236 frame")
-    p.add_argument("--files", type=int, default=4, help="parquet files per split (default 4, as the real data)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    p.add_argument("--files", type=positive_int, default=4,
+                   help="parquet files per split (default 4, as the real data)")
+    p.add_argument("--unseen-fraction", type=float, default=0.0,
+                   help="hold out about this share of the triples entirely into unseen/ (every root, vowel and "
+                        "consonant stays in train/): graphemes the model never trains on, as in Kaggle's private "
+                        "test set")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace train/, val/ (and unseen/) of a non-empty folder whole (other files are kept)")
 
 
 def _run_import_crops(args: argparse.Namespace) -> int:
     from .realdata import import_crops
 
     rep = import_crops(args.npz, args.out_dir, val_per_triple=args.val_per_triple, seed=args.seed,
-                       limit=args.limit, placed_size=args.placed_size, files=args.files, overwrite=args.overwrite)
-    print(f"{rep.n_train + rep.n_val} crops of {rep.n_triples} triples: "
-          f"{rep.n_train} -> {rep.train_dir}, {rep.n_val} -> {rep.val_dir}")
+                       limit=args.limit, placed_size=args.placed_size, files=args.files, overwrite=args.overwrite,
+                       unseen_fraction=args.unseen_fraction)
+    unseen = (f", {rep.n_unseen} of {rep.n_unseen_triples} held-out triples -> {rep.unseen_dir}"
+              if rep.unseen_dir else "")
+    print(f"{rep.n_train + rep.n_val + rep.n_unseen} crops of {rep.n_triples} triples: "
+          f"{rep.n_train} -> {rep.train_dir}, {rep.n_val} -> {rep.val_dir}{unseen}")
+    return 0
+
+
+# ---------------------------------------------------------------- export
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.description = ("Write the shippable part of a run's checkpoint: the validated weights (the EMA when the run "
+                     "kept one), model config, image size, crop parameters, scores and training config; no "
+                     "optimizer or RNG state. Float16 by default (half the size; loading casts back).")
+    p.add_argument("checkpoint", help="a run's best.pt or last.pt")
+    p.add_argument("out", help="file to write, e.g. weights/synth-b0-64.pt")
+    p.add_argument("--float32", action="store_true", help="keep float32 weights instead of float16")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT file")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import hashlib
+    from pathlib import Path
+
+    from .export import export_weights
+
+    ck = export_weights(args.checkpoint, args.out, half=not args.float32, overwrite=args.overwrite)
+    data = Path(args.out).read_bytes()
+    metric = ck.get("metric")
+    print(f"exported {args.checkpoint} -> {args.out}: {len(data) / 1e6:.2f} MB, "
+          f"{'float32' if args.float32 else 'float16'} {ck['exported_from']['weights']} weights"
+          + (f", validation metric {metric:.4f}" if isinstance(metric, float) else "")
+          + f", sha256 {hashlib.sha256(data).hexdigest()}")
     return 0
 
 
@@ -246,6 +310,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "train": ("train the multi-output EfficientNet", _add_train, _run_train),
     "predict": ("predict the test parquets and write submission.csv", _add_predict, _run_predict),
     "evaluate": ("score a checkpoint on labelled images", _add_evaluate, _run_evaluate),
+    "export": ("write a small shippable checkpoint (weights only, float16)", _add_export, _run_export),
     "package": ("build the Kaggle dataset folder (weights, wheels, offline kernel)", _add_package, _run_package),
     "import-crops": ("turn an npz of real crops into competition folders", _add_import_crops, _run_import_crops),
 }
@@ -261,8 +326,16 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line (the option, the problem, where to look), exit status 2 like any bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``bengali-kit`` parser with one subparser per command."""
+    parser = _Parser(
         prog="bengali-kit",
         description="Bengali.AI handwritten grapheme classification: data, training, inference, Kaggle packaging.",
     )
@@ -282,11 +355,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (DataError, FileNotFoundError, FileExistsError, ValueError) as err:
+    except (DataError, ValueError, OSError) as err:
         if args.debug:
             raise
-        print(f"bengali-kit {args.command}: error: {err}", file=sys.stderr)
+        print(f"bengali-kit {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bengali-kit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _message(err: BaseException) -> str:
+    """One line for the user: the file and the problem, never a traceback or a multi-line library message."""
+    if isinstance(err, OSError) and err.filename is not None:
+        return one_line(f"{err.filename}: {os_problem(err)}")
+    return one_line(str(err))

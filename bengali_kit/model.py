@@ -25,15 +25,22 @@ holding only tensors and Python builtins, so ``torch.load(..., weights_only=True
 """
 from __future__ import annotations
 
+import errno
+import io
 import logging
+import pickle
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 import torch
+from efficientnet_pytorch import EfficientNet
 from torch import nn
 
-from .errors import DataError
+from . import __version__
+from .errors import DataError, first_sentence, one_line
+from .files import atomic_path, os_problem
 from .layers import GeM
 
 log = logging.getLogger(__name__)
@@ -124,8 +131,6 @@ def check_image_size(name: str, size: int) -> int:
 
 
 def _make_backbone(name: str) -> nn.Module:
-    from efficientnet_pytorch import EfficientNet  # local import: package import stays light
-
     backbone = EfficientNet.from_name(name, in_channels=1, include_top=False, image_size=_PADDING_SIZE)
     for module in backbone.modules():
         if hasattr(module, "_swish"):
@@ -170,9 +175,28 @@ class BengaliNet(nn.Module):
         return Logits(*(head(z) for head in self.heads))
 
 
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:200]
+def _load_problem(err: BaseException) -> str:
+    """Why ``torch.load`` failed, in one line of our own words.
+
+    Torch's messages run to several paragraphs and advise retrying with ``weights_only=False``; that
+    would unpickle, i.e. run, whatever the file holds, so it is never passed on.
+    """
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:
+            return (f"holds a pickled Python object ({found.group(1)}), not only tensors and plain values: refused, "
+                    "since unpickling it could run code (a bengali_kit checkpoint is a state dict)")
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|Check the documentation|$)", text, re.S)
+        detail = one_line(found.group(1), limit=120) if found else ""
+        return f"not a PyTorch checkpoint (unreadable pickle data{': ' + detail if detail else ''})"
+    if isinstance(err, EOFError):
+        return "truncated: the file ends early"
+    if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EIO):
+        return f"cannot read: {os_problem(err)}"
+    if isinstance(err, OSError):  # torch's legacy-format probe reports a cut zip as EINVAL
+        return "truncated or corrupt (not a complete PyTorch checkpoint file)"
+    return f"truncated or corrupt ({first_sentence(text) or type(err).__name__})"
 
 
 def load_imagenet_weights(model: BengaliNet, path: str | Path) -> dict[str, list[str]]:
@@ -188,7 +212,7 @@ def load_imagenet_weights(model: BengaliNet, path: str | Path) -> dict[str, list
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is a data problem
-        raise DataError(path, f"cannot read weights ({type(err).__name__}: {_first_line(err)})") from err
+        raise DataError(path, f"cannot read weights: {_load_problem(err)}") from None
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, Mapping):
@@ -243,11 +267,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> Path:
     """Write ``{"model": state_dict, "model_config": dict, "kit_version": str, **extra}`` atomically.
 
     ``model`` may be wrapped in DDP or ``torch.compile``. ``extra`` values must be tensors or Python
-    builtins (dicts, lists, numbers, strings) so that ``weights_only=True`` loading works.
+    builtins (dicts, lists, numbers, strings) so that ``weights_only=True`` loading works. A full disk or
+    an unwritable folder is a one-line DataError naming ``path``.
     """
-    from . import __version__
-    from .files import atomic_path
-
     bare = _unwrap(model)
     if not isinstance(bare, BengaliNet):
         raise TypeError(f"save_checkpoint expects a BengaliNet, got {type(bare).__name__}")
@@ -255,51 +277,104 @@ def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> Path:
     if reserved:
         raise ValueError(f"reserved checkpoint keys in extra: {', '.join(sorted(reserved))}")
     ckpt = {"model": bare.state_dict(), "model_config": bare.cfg.to_dict(), "kit_version": __version__, **extra}
+    return save_torch(ckpt, path)
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` atomically, serialised in memory first: torch reports a full disk as an opaque
+    RuntimeError ("unexpected pos ..."), a plain write reports it as ENOSPC, which becomes a DataError."""
     path = Path(path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+        tmp.write_bytes(buf.getbuffer())
     return path
 
 
+def check_checkpoint(ckpt: Any, where: str | Path = "<checkpoint>") -> dict[str, Any]:
+    """Check a loaded checkpoint's structure; returns it. DataError naming ``where`` (one line) when it is
+    not a kit checkpoint, its ``model`` is not a state dict of tensors, a weight is NaN/inf (a run that
+    diverged) or its ``image_size`` does not fit the model."""
+    if not isinstance(ckpt, Mapping) or "model" not in ckpt or "model_config" not in ckpt:
+        raise DataError(where, "not a bengali_kit checkpoint (needs 'model' and 'model_config' keys)")
+    state = ckpt["model"]
+    if not isinstance(state, Mapping) or not state or \
+            not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        kind = type(state).__name__ if not isinstance(state, Mapping) or not state else "dict with non-tensor values"
+        raise DataError(where, f"'model' is a {kind}, not a state dict of tensors (a hand-edited checkpoint?)")
+    if not isinstance(ckpt["model_config"], Mapping):
+        raise DataError(where, f"'model_config' is a {type(ckpt['model_config']).__name__}, not a dict")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DataError(where, f"has NaN/inf weights ({len(bad)} of {len(state)} tensors, e.g. {bad[0]}): "
+                               "the run diverged; retrain with a lower --lr")
+    size = ckpt.get("image_size")
+    name = ckpt["model_config"].get("name", ModelConfig.name)
+    if size is not None and name in MODEL_NAMES:
+        try:
+            check_image_size(name, size)
+        except ValueError as err:
+            raise DataError(where, str(err)) from None
+    return dict(ckpt)
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; DataError if missing, corrupt or not a kit checkpoint."""
+    """Read a checkpoint with ``weights_only=True`` and check it (:func:`check_checkpoint`).
+
+    DataError (one line, naming the file) if missing, truncated, corrupt, holding pickled objects, or not a
+    usable kit checkpoint. Tensors keep their dtype (a float16 state dict stays float16 here).
+    """
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "checkpoint not found")
+        raise DataError(path, "is a folder, not a checkpoint file" if path.is_dir() else "checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - corrupt, truncated or pickled objects
-        raise DataError(path, f"cannot read checkpoint ({type(err).__name__}: {_first_line(err)})") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise DataError(path, "not a bengali_kit checkpoint (needs 'model' and 'model_config' keys)")
-    return ckpt
+    except Exception as err:  # noqa: BLE001 - corrupt, truncated or pickled objects: all a data problem
+        raise DataError(path, _load_problem(err)) from None
+    return check_checkpoint(ckpt, path)
+
+
+def _fit_problem(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """How a state dict differs from the model's: counts and one example of each kind of mismatch."""
+    own = model.state_dict()
+    shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    parts = []
+    if shapes:
+        k, theirs, ours = shapes[0]
+        parts.append(f"{len(shapes)} tensor(s) of another shape, e.g. {k} {theirs} where the model has {ours}")
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+    return "; ".join(parts) or "they do not load"
 
 
 def load_model(path_or_ckpt: str | Path | Mapping[str, Any], map_location: Any = "cpu") -> tuple[BengaliNet, dict]:
     """Rebuild the model from a checkpoint path or an already loaded checkpoint dict.
 
-    Returns ``(model.eval(), ckpt)``. DataError when the config is invalid or the weights do not fit it.
+    Returns ``(model.eval(), ckpt)``; the model is float32 whatever the stored dtype (the shipped weights
+    are float16). DataError when the checkpoint is unusable, the config invalid or the weights do not fit it.
     """
     if isinstance(path_or_ckpt, Mapping):
         where: str | Path = "<checkpoint>"
-        ckpt = dict(path_or_ckpt)
-        if "model" not in ckpt or "model_config" not in ckpt:
-            raise DataError(where, "not a bengali_kit checkpoint (needs 'model' and 'model_config' keys)")
+        ckpt = check_checkpoint(path_or_ckpt, where)
     else:
         where = Path(path_or_ckpt)
         ckpt = load_checkpoint(where, map_location=map_location)
     try:
         cfg = ModelConfig.from_dict(ckpt["model_config"])
     except (TypeError, ValueError) as err:
-        raise DataError(where, f"bad model_config: {err}") from err
+        raise DataError(where, f"bad model_config: {err}") from None
     model = BengaliNet(cfg)
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[1:3])[:300]
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    own = model.state_dict()
+    if set(state) != set(own) or any(tuple(state[k].shape) != tuple(own[k].shape) for k in own):
         raise DataError(where, f"weights do not fit model_config ({cfg.name}, pooling={cfg.pooling}, "
-                               f"neck_dim={cfg.neck_dim}): {detail}") from err
+                               f"neck_dim={cfg.neck_dim}): {_fit_problem(model, state)}")
+    model.load_state_dict(state, strict=True)
     if map_location is not None and not isinstance(map_location, (dict,)) and not callable(map_location):
         model.to(map_location)
     return model.eval(), ckpt

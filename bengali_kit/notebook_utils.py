@@ -12,7 +12,7 @@ import pandas as pd
 
 from .errors import DataError
 
-__all__ = ["prepare_data", "sample_images", "checkpoint_or_train"]
+__all__ = ["prepare_data", "sample_images", "checkpoint_or_train", "find_file", "REPO_CANDIDATES"]
 
 #: Files a finished synthetic folder has (write_competition_folder writes the csv files first).
 _SYNTH_DONE = ("train.csv", "test.csv", "class_map.csv", "sample_submission.csv", "test_labels.csv")
@@ -31,7 +31,7 @@ def prepare_data(data_dir: str | Path | None, work_dir: str | Path, train_rows: 
         if not (data_dir / "train.csv").is_file() and not (data_dir / "test.csv").is_file():
             raise DataError(data_dir, "not a competition folder (no train.csv or test.csv)")
         return data_dir
-    from .synth import write_competition_folder
+    from .synthetic import write_competition_folder
 
     out = Path(work_dir) / f"synth_{train_rows}_{test_rows}_s{seed}"
     if all((out / f).is_file() for f in _SYNTH_DONE) and any(out.glob("test_image_data_*.parquet")):
@@ -94,3 +94,22 @@ def checkpoint_or_train(checkpoint: str | Path | None, search: list[str | Path],
     from .train import train
 
     return Path(train(cfg)) / "best.pt"
+
+
+#: Where a checkout keeps what the notebooks look for: the repository root (bengali_kit/ is inside it), the
+#: current folder and its parent (notebooks/ runs from notebooks/), and the real reference data beside it.
+REPO_CANDIDATES = (Path(__file__).resolve().parents[1], Path.cwd(), Path.cwd().parent)
+
+
+def find_file(*relative: str, roots: tuple = REPO_CANDIDATES) -> Path | None:
+    """The first existing ``root / rel`` for the given relative paths (in order) and roots, else None.
+
+    E.g. ``find_file("weights/synth-b0-64.pt")`` or ``find_file("../shared/reference/real_sample_64.npz",
+    "tests/data/real_slice_64.npz")``: the full real sample beside a checkout, else the vendored slice.
+    """
+    for rel in relative:
+        for root in roots:
+            path = (Path(root) / rel).resolve()
+            if path.is_file():
+                return path
+    return None

@@ -169,7 +169,7 @@ def bengali_font(font: str | Path | None = None) -> Path | None:
         return Path(font)
     if "auto" not in _font_cache:
         try:
-            from .synth import find_bengali_fonts
+            from .synthetic import find_bengali_fonts
 
             fonts = find_bengali_fonts()
         except RuntimeError:

@@ -1,18 +1,19 @@
-"""Named sets of training settings (``bengali-kit train --preset NAME``); options given on the command line win.
+"""Named sets of training settings (``bengali-kit train --preset NAME``); options typed on the command line win.
 
-- ``kaggle``: the real competition data on a Kaggle GPU (P100 or 2×T4): efficientnet-b3 at 128 px, batch
-  128, 40 epochs of AdamW one-cycle, GeM, label smoothing, cutmix, an EMA of the weights.
-- ``kaggle-pretrain``: the optional first stage of ``kaggle``: the same model on the on-the-fly synthetic
-  stream (no data folder needed); then ``--preset kaggle --init <that run>/last.pt``.
-- ``cpu-real``: the recipe measured on the CPU on the real sample (``benchmarks/real_accuracy.py``): b0 at 64 px.
+- ``cpu-pretrain``: pretraining on the on-the-fly synthetic stream on a CPU (efficientnet-b0 at 64 px), the
+  recipe of ``weights/synth-b0-64.pt``; give it a ``--time-budget`` and ``--val-data`` of real crops to watch.
+- ``cpu-real``: fine-tuning on real crops on a CPU from ``--init weights/synth-b0-64.pt`` (b0 at 64 px), the
+  recipe of ``weights/real-b0-64.pt`` and of ``benchmarks/real_accuracy.py``.
+- ``kaggle``: the real competition data on a Kaggle GPU (T4 or P100): efficientnet-b3 at 128 px, batch 128,
+  40 epochs of AdamW one-cycle, GeM, label smoothing, cutmix, an EMA of the weights.
+- ``kaggle-pretrain``: the optional first stage of ``kaggle``: the same model on the synthetic stream (no data
+  folder needed); then ``--preset kaggle --init <that run>/last.pt``.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 from typing import Any
 
-__all__ = ["PRESETS", "apply_preset", "explicit_fields"]
+__all__ = ["PRESETS", "preset_values"]
 
 _KAGGLE: dict[str, Any] = {
     "model": "efficientnet-b3", "image_size": 128, "pooling": "gem", "batch_size": 128, "epochs": 40,
@@ -23,37 +24,25 @@ _KAGGLE: dict[str, Any] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
+    "cpu-pretrain": {"synthetic_stream": True, "model": "efficientnet-b0", "image_size": 64, "pooling": "gem",
+                     "batch_size": 64, "epochs": 1000, "steps_per_epoch": 250, "optimizer": "adamw", "lr": 2e-3,
+                     "weight_decay": 1e-2, "schedule": "cosine", "warmup": 0.02, "label_smoothing": 0.1,
+                     "cutmix_p": 0.0, "affine_degrees": 5.0, "affine_translate": 0.04, "affine_shear": 5.0,
+                     "ema_decay": 0.999, "num_workers": 1},
+    "cpu-real": {"model": "efficientnet-b0", "image_size": 64, "pooling": "gem", "batch_size": 64, "epochs": 30,
+                 "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-2, "schedule": "onecycle", "warmup": 0.1,
+                 "label_smoothing": 0.1, "cutmix_p": 0.0, "affine_degrees": 11.0, "affine_scale": (0.85, 1.15),
+                 "affine_translate": 0.1, "affine_shear": 8.0, "ema_decay": 0.99},
     "kaggle": _KAGGLE,
     "kaggle-pretrain": {**_KAGGLE, "synthetic_stream": True, "steps_per_epoch": 2000, "epochs": 6,
                         "cutmix_p": 0.0, "val_fraction": 0.05},
-    "cpu-real": {"model": "efficientnet-b0", "image_size": 64, "pooling": "gem", "batch_size": 64,
-                 "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-2, "label_smoothing": 0.1,
-                 "cutmix_p": 0.0, "ema_decay": 0.99, "head_warmup_epochs": 1},
 }
 
 
-def explicit_fields(args: argparse.Namespace, cls: type) -> set[str]:
-    """Fields of dataclass ``cls`` whose value in ``args`` differs from the dataclass default (= given)."""
-    out = set()
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        value = getattr(args, f.name, default)
-        if isinstance(default, tuple) and value is not None:
-            value = tuple(value)
-        if value != default:
-            out.add(f.name)
-    return out
-
-
-def apply_preset(cfg, name: str | None, explicit: set[str] = frozenset()):
-    """A copy of ``cfg`` (a ``TrainConfig``) with preset ``name``'s values, except for ``explicit`` fields.
-
-    Keys the config does not know are ignored (a preset may name options of a newer kit).
-    """
+def preset_values(name: str | None) -> dict[str, Any]:
+    """The settings of preset ``name`` (empty for None); ValueError naming the choices for an unknown one."""
     if not name:
-        return cfg
+        return {}
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    known = {f.name for f in dataclasses.fields(cfg)}
-    changes = {k: v for k, v in PRESETS[name].items() if k in known and k not in explicit}
-    return dataclasses.replace(cfg, **changes)
+    return dict(PRESETS[name])

@@ -4,13 +4,16 @@
 complete competition folder (``train.csv`` with labels and ``grapheme``, image parquets, ``class_map.csv``,
 ``test.csv``, ``sample_submission.csv``) so that every command of the kit runs on real handwriting unchanged.
 The test split of both folders holds the validation images (ids ``Test_<k>``) with their answer key in
-``test_labels.csv``, as the synthetic generator writes it: ``predict`` on either folder scores unseen images.
+``test_labels.csv``, written by the kit's one competition-folder writer (``synthetic.folder``, as ``synth``):
+``predict`` on either folder scores unseen images. ``out_dir`` appears whole at the end or not at all.
 
 Crops are upscaled (cubic) and centred on white 137×236 frames, the size of the competition's images, so
 the kit's crop/resize gives back (almost) the original crop.
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +21,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .components import COMPONENTS, N_CLASSES, resource_path
-from .data import IMAGE_HEIGHT, IMAGE_WIDTH, write_image_parquet
-from .errors import DataError
-from .files import atomic_write_text, prepare_output_dir
+from .components import COMPONENTS, N_CLASSES, load_class_map
+from .data import IMAGE_HEIGHT, IMAGE_WIDTH
+from .errors import DataError, one_line
+from .synthetic.folder import write_competition_files, write_folders
 
-__all__ = ["Crops", "load_crops", "split_by_triple", "place_crops", "import_crops", "ImportReport"]
+__all__ = ["Crops", "load_crops", "split_by_triple", "holdout_triples", "place_crops", "import_crops", "ImportReport"]
 
 #: Side of the square a crop is scaled to before it is centred on the 137×236 frame. Leaves a margin of
 #: about 12 px above and below, outside the 5 px border that the Iafoss crop ignores.
@@ -47,9 +50,42 @@ class Crops:
         return Crops(self.images[index], self.labels[index], self.image_ids[index], self.graphemes[index])
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of the npz at ``path``; any damage (truncated, bad CRC, not a zip) is a one-line DataError."""
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(path, f"not a readable npz file ({one_line(err)})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # a .npy (or pickle) under an .npz name
+        raise DataError(path, f"not an npz archive (it holds a single {type(npz).__name__}: a .npy file renamed?)")
+    with npz:
+        missing = [k for k in ("images", *COMPONENTS, "image_id") if k not in npz.files]
+        if missing:
+            raise DataError(path, f"missing key(s) {', '.join(missing)} (found {', '.join(npz.files)})")
+        try:
+            return {k: npz[k] for k in ("images", *COMPONENTS, "image_id", "grapheme") if k in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise DataError(path, f"damaged npz member ({one_line(err)})") from None
+
+
+def _integer_labels(path: Path, name: str, values: np.ndarray, n: int) -> np.ndarray:
+    """One label column as int64, refusing what would be silently truncated or misread (52.7 is not 52)."""
+    if values.ndim != 1 or len(values) != n:
+        raise DataError(path, f"{name} must be one label per image ({n}), got shape {values.shape}")
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values) | (values != np.round(values))
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise DataError(path, f"{name} labels must be integers, got {values[first].item()!r} (image {first})")
+        return values.astype(np.int64)
+    raise DataError(path, f"{name} labels must be integers, got dtype {values.dtype}")
+
+
 def load_crops(path: str | Path, limit: int | None = None) -> Crops:
     """Read an npz of labelled crops (keys images, grapheme_root, vowel_diacritic, consonant_diacritic,
-    image_id, grapheme), checking shapes and label ranges.
+    image_id, grapheme), checking shapes and label values; every problem is a DataError naming the file.
 
     ``limit`` keeps only whole triples, taken in order of first appearance, up to ``limit`` crops in all:
     a small slice that still has several images per triple (for tests).
@@ -57,23 +93,21 @@ def load_crops(path: str | Path, limit: int | None = None) -> Crops:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise DataError(path, f"not a readable npz file ({err})") from None
-    with npz:
-        missing = [k for k in ("images", *COMPONENTS, "image_id") if k not in npz.files]
-        if missing:
-            raise DataError(path, f"missing key(s) {', '.join(missing)} (found {', '.join(npz.files)})")
-        images = npz["images"]
-        labels = np.stack([npz[c].astype(np.int64) for c in COMPONENTS], axis=1)
-        ids = npz["image_id"].astype(str)
-        graphemes = npz["grapheme"].astype(str) if "grapheme" in npz.files else None
+    arrays = _read_npz(path)
+    images = arrays["images"]
     if images.dtype != np.uint8 or images.ndim != 3:
         raise DataError(path, f"images must be uint8 (N, h, w), got {images.dtype} {images.shape}")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise DataError(path, f"images have no pixels: shape {images.shape} (crops of height or width 0)")
     n = len(images)
-    if len(labels) != n or len(ids) != n:
-        raise DataError(path, f"{n} images but {len(labels)} labels and {len(ids)} image ids")
+    labels = np.stack([_integer_labels(path, c, arrays[c], n) for c in COMPONENTS], axis=1)
+    ids = arrays["image_id"]
+    if ids.ndim != 1 or len(ids) != n:
+        raise DataError(path, f"image_id must be one id per image ({n}), got shape {ids.shape}")
+    ids = ids.astype(str)
+    graphemes = arrays.get("grapheme")
+    if graphemes is not None and (graphemes.ndim != 1 or len(graphemes) != n):
+        raise DataError(path, f"grapheme must be one string per image ({n}), got shape {graphemes.shape}")
     for j, (name, k) in enumerate(zip(COMPONENTS, N_CLASSES)):
         bad = (labels[:, j] < 0) | (labels[:, j] >= k)
         if bad.any():
@@ -81,11 +115,9 @@ def load_crops(path: str | Path, limit: int | None = None) -> Crops:
     if len(np.unique(ids)) != n:
         raise DataError(path, "image_id values are not unique")
     if graphemes is None:
-        from .components import load_class_map
-
         cmap = load_class_map()
         graphemes = np.array([cmap.compose(*map(int, t)) for t in labels])
-    crops = Crops(images, labels, ids, graphemes)
+    crops = Crops(images, labels, ids, graphemes.astype(str))
     if limit is not None and limit < n:
         crops = crops.subset(_first_triples(labels, limit))
     return crops
@@ -130,6 +162,30 @@ def split_by_triple(labels: np.ndarray, val_per_triple: int = 1, seed: int = 0) 
     return train_idx, val_idx
 
 
+def holdout_triples(labels: np.ndarray, fraction: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Boolean mask of the crops whose (root, vowel, consonant) triple is held out entirely: about ``fraction``
+    of the triples, chosen at random with ``seed``, such that every root, vowel and consonant class present
+    still appears in some kept triple (so an unseen triple is a new combination of seen parts, as in Kaggle's
+    private test set)."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"the unseen fraction must be in [0, 1), got {fraction}")
+    labels = np.asarray(labels)
+    triples, inverse = np.unique(labels, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    # how many kept triples use each class of each component; a triple may go only if none drops to zero
+    kept = [dict(zip(*np.unique(triples[:, c], return_counts=True))) for c in range(3)]
+    held = np.zeros(len(triples), dtype=bool)
+    target = int(round(fraction * len(triples)))
+    for t in np.random.default_rng(seed).permutation(len(triples)):
+        if held.sum() >= target:
+            break
+        if all(kept[c][triples[t, c]] > 1 for c in range(3)):
+            held[t] = True
+            for c in range(3):
+                kept[c][triples[t, c]] -= 1
+    return held[inverse]
+
+
 def _ink_box(img: np.ndarray, threshold: int) -> tuple[int, int, int, int]:
     ink = img < 255 - threshold
     if not ink.any():
@@ -170,61 +226,61 @@ class ImportReport:
     n_train: int
     n_val: int
     n_triples: int
+    unseen_dir: Path | None = None  # with ``unseen_fraction``: every crop of the held-out triples
+    n_unseen: int = 0
+    n_unseen_triples: int = 0
 
 
-def _split_files(n: int, files: int) -> list[slice]:
-    files = max(1, min(files, n)) if n else 1
-    bounds = np.linspace(0, n, files + 1).round().astype(int)
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _write_test_split(folder: Path, frames: np.ndarray, labels: np.ndarray, files: int) -> None:
-    test_ids = np.array([f"Test_{k}" for k in range(len(frames))])
-    for k, part in enumerate(_split_files(len(frames), files)):
-        write_image_parquet(folder / f"test_image_data_{k}.parquet", test_ids[part], frames[part])
-    # the competition's order: consonant, root, vowel for each image
-    order = ("consonant_diacritic", "grapheme_root", "vowel_diacritic")
-    rows = [(f"{i}_{c}", i, c) for i in test_ids for c in order]
-    test = pd.DataFrame(rows, columns=["row_id", "image_id", "component"])
-    atomic_write_text(folder / "test.csv", test.to_csv(index=False))
-    atomic_write_text(folder / "sample_submission.csv",
-                      pd.DataFrame({"row_id": test.row_id, "target": 0}).to_csv(index=False))
-    key = pd.DataFrame(labels, columns=list(COMPONENTS))
-    key.insert(0, "image_id", test_ids)
-    atomic_write_text(folder / "test_labels.csv", key.to_csv(index=False))
-
-
-def _write_folder(folder: Path, crops: Crops, frames: np.ndarray, val_frames: np.ndarray, val_labels: np.ndarray,
-                  files: int, overwrite: bool) -> None:
-    prepare_output_dir(folder, overwrite=overwrite)
-    for k, part in enumerate(_split_files(len(frames), files)):
-        write_image_parquet(folder / f"train_image_data_{k}.parquet", crops.image_ids[part], frames[part])
+def _folder_frames(crops: Crops, val: Crops) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """train.csv of a folder holding ``crops`` and test_labels.csv of its test split (the ``val`` crops)."""
     train = pd.DataFrame(crops.labels, columns=list(COMPONENTS))
     train.insert(0, "image_id", crops.image_ids)
     train["grapheme"] = crops.graphemes
-    atomic_write_text(folder / "train.csv", train.to_csv(index=False))
-    atomic_write_text(folder / "class_map.csv", resource_path("class_map.csv").read_text(encoding="utf-8"))
-    _write_test_split(folder, val_frames, val_labels, files)
+    key = pd.DataFrame(val.labels, columns=list(COMPONENTS))
+    key.insert(0, "image_id", [f"Test_{k}" for k in range(len(val))])
+    return train, key
 
 
 def import_crops(npz_path: str | Path, out_dir: str | Path, val_per_triple: int = 1, seed: int = 0,
                  limit: int | None = None, placed_size: int = DEFAULT_PLACED_SIZE, files: int = 4,
-                 overwrite: bool = False) -> ImportReport:
+                 overwrite: bool = False, unseen_fraction: float = 0.0) -> ImportReport:
     """Write ``out_dir/train`` and ``out_dir/val`` competition folders from an npz of labelled crops.
 
+    With ``unseen_fraction`` > 0, about that share of the triples is held out entirely
+    (:func:`holdout_triples`: every root, vowel and consonant still seen in training) into a third folder,
+    ``out_dir/unseen``; train/ and val/ are split from the other triples.
+
     ``val/train.csv`` labels the validation images, so ``evaluate --all`` on ``val/`` scores all of them;
-    the test split of both folders is the validation images, answer key in ``test_labels.csv``.
+    the test split of both folders is the validation images, answer key in ``test_labels.csv``. A non-empty
+    ``out_dir`` is refused unless ``overwrite``, which replaces ``train/`` and ``val/`` whole (other entries
+    are kept); a failure or interruption leaves ``out_dir`` as it was. Bad input raises ``DataError``
+    naming the file, bad arguments ``ValueError``.
     """
+    if isinstance(files, bool) or not isinstance(files, (int, np.integer)) or files < 1:
+        raise ValueError(f"files must be an integer >= 1, got {files!r}")
     crops = load_crops(npz_path, limit=limit)
     if len(crops) == 0:
         raise DataError(Path(npz_path), "no crops to import")
-    out_dir = prepare_output_dir(out_dir, overwrite=overwrite)
-    train_idx, val_idx = split_by_triple(crops.labels, val_per_triple=val_per_triple, seed=seed)
+    held = holdout_triples(crops.labels, unseen_fraction, seed) if unseen_fraction else np.zeros(len(crops), bool)
+    seen = np.flatnonzero(~held)
+    train_idx, val_idx = split_by_triple(crops.labels[seen], val_per_triple=val_per_triple, seed=seed)
     if len(val_idx) == 0:
         raise ValueError("no validation images: every triple has a single crop or --val-per-triple is 0")
-    train, val = crops.subset(train_idx), crops.subset(val_idx)
-    train_frames, val_frames = place_crops(train.images, placed_size), place_crops(val.images, placed_size)
-    _write_folder(out_dir / "train", train, train_frames, val_frames, val.labels, files, overwrite)
-    _write_folder(out_dir / "val", val, val_frames, val_frames, val.labels, files, overwrite)
+    parts = {"train": crops.subset(seen[train_idx]), "val": crops.subset(seen[val_idx])}
+    if held.any():
+        parts["unseen"] = crops.subset(np.flatnonzero(held))
+    frames = {name: place_crops(part.images, placed_size) for name, part in parts.items()}
+
+    def write(tmp: Path) -> None:
+        for name, part in parts.items():
+            test = parts["unseen" if name == "unseen" else "val"]  # each folder's test split: images it never trains on
+            labels, key = _folder_frames(part, test)
+            write_competition_files(tmp / name, labels, key, frames[name], frames["unseen" if name == "unseen" else "val"],
+                                    files)
+
+    out = write_folders(out_dir, overwrite, write, owned=lambda name: name in ("train", "val", "unseen"))
     n_triples = len(np.unique(_triple_codes(crops.labels)))
-    return ImportReport(out_dir, out_dir / "train", out_dir / "val", len(train), len(val), n_triples)
+    unseen = parts.get("unseen")
+    return ImportReport(out, out / "train", out / "val", len(parts["train"]), len(parts["val"]), n_triples,
+                        out / "unseen" if unseen is not None else None, len(unseen) if unseen is not None else 0,
+                        len(np.unique(_triple_codes(unseen.labels))) if unseen is not None else 0)

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .argtypes import non_negative_int
+from .presets import PRESETS, preset_values
+
 __all__ = ["TrainConfig", "add_config_arguments", "config_from_args", "RUNTIME_FIELDS"]
 
 # Fields that may change between an interrupted run and its resumption without changing the result
@@ -48,6 +51,9 @@ class TrainConfig:
     batch_size: int = _f(64, "images per step (per process under torchrun)")
     epochs: int = _f(2, "number of epochs")
     max_steps: int | None = _f(None, "cap on training steps per epoch (tiny runs, smoke tests)", type=int)
+    time_budget: float | None = _f(None, "stop after this many seconds of training (or --epochs, whichever comes "
+                                         "first); the learning-rate schedule then follows the clock", type=float)
+    val_every: int = _f(1, "validate every N epochs (and after the last)")
     optimizer: str = _f("adamw", "optimizer", choices=("adamw", "lars"))
     lr: float = _f(2e-3, "peak learning rate")
     weight_decay: float = _f(1e-2, "weight decay (not applied to biases and norm weights)")
@@ -69,7 +75,7 @@ class TrainConfig:
     val_fraction: float = _f(0.2, "validation fraction, stratified by grapheme root (when n_folds is 0)")
     n_folds: int = _f(0, "k-fold split stratified by grapheme root (0: use val_fraction)")
     fold: int = _f(0, "which fold is the validation set when n_folds > 0")
-    seed: int = _f(0, "random seed (split, initialisation, shuffling, augmentation)")
+    seed: int = _f(0, "random seed (split, initialisation, shuffling, augmentation)", type=non_negative_int)
     num_workers: int = _f(0, "DataLoader worker processes")
     preprocess_workers: int | None = _f(None, "processes for building the cache (default: all cores)", type=int)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)")
@@ -92,8 +98,8 @@ class TrainConfig:
     stream_novel_fraction: float = _f(0.2, "--synthetic-stream share of valid triples absent from the real data")
     ema_decay: float = _f(0.0, "keep an EMA of the weights with this decay (e.g. 0.999); validated and "
                                "saved in place of the raw weights (0: off)")
-    preset: str | None = _f(None, "named settings: kaggle, kaggle-pretrain, cpu-real (options you give "
-                                  "win over the preset's)", type=str)
+    preset: str | None = _f(None, "named settings: " + ", ".join(PRESETS) + " (options you type win over "
+                                  "the preset's)", type=str, choices=tuple(PRESETS))
 
     def __post_init__(self) -> None:
         self.loss_weights = tuple(float(v) for v in self.loss_weights)
@@ -131,8 +137,16 @@ class TrainConfig:
         else:
             need(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
         need(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        need(self.time_budget is None or self.time_budget > 0, f"time_budget must be positive, got {self.time_budget}")
+        need(self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
+        need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
         return self
+
+    @classmethod
+    def from_preset(cls, name: str | None, **given: Any) -> "TrainConfig":
+        """The preset's settings (``bengali_kit.presets``) with ``given`` fields on top: what you give wins."""
+        return cls(**{**preset_values(name), **given, "preset": name})
 
     @property
     def run_dir(self) -> Path:
@@ -162,12 +176,19 @@ class TrainConfig:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one option per ``TrainConfig`` field (defaults from the dataclass)."""
+    """Add one option per ``TrainConfig`` field.
+
+    Defaults are ``argparse.SUPPRESS``: an option the user did not type is absent from the namespace, so
+    ``config_from_args`` can tell "typed the default value" from "left it open" (a preset fills only the latter).
+    """
     for f in dataclasses.fields(TrainConfig):
         flag = _FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
         flags = [flag] if flag == "--" + f.name.replace("_", "-") else [flag, "--" + f.name.replace("_", "-")]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"], "default": default}
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        text = f.metadata["help"] if default in (None, False, "") or "default" in f.metadata["help"] else \
+            f"{f.metadata['help']} (default: {shown})"
+        kw: dict[str, Any] = {"dest": f.name, "help": text, "default": argparse.SUPPRESS}
         if f.metadata.get("choices"):
             kw["choices"] = f.metadata["choices"]
         if isinstance(default, bool):
@@ -176,16 +197,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             kw.update(nargs=len(default), type=f.metadata["type"] or type(default[0]), metavar="V")
         else:
             kw["type"] = f.metadata["type"] or type(default)
-        if f.name == "data_dir":
-            kw.update(default="")  # required unless --synthetic-stream: TrainConfig.validate says so
         parser.add_argument(*flags, **kw)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Build a ``TrainConfig`` from options added by ``add_config_arguments``."""
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    if cfg.preset:
-        from .presets import apply_preset, explicit_fields
-
-        cfg = apply_preset(cfg, cfg.preset, explicit_fields(args, TrainConfig))
-    return cfg
+    """The ``TrainConfig`` of a parsed command line: dataclass defaults, then the preset, then what was typed."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    return TrainConfig.from_preset(given.get("preset"), **given)

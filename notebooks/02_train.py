@@ -19,36 +19,40 @@
 # head (168 classes), a vowel head (11) and a consonant head (7), trained with a weighted sum of the three
 # cross-entropies (2:1:1, like the metric). Everything here is a call into `bengali_kit`:
 #
-# 1. preprocess the train images once into a uint8 cache (crop to the ink, pad square, resize);
-# 2. describe the run with a `TrainConfig` and call `train(cfg)`: stratified split, augmentation
-#    (affine + cutmix) on the device, one-cycle schedule, checkpoints, `history.csv`;
-# 3. look at the curves, the per-class recall and the classes the model gets wrong.
+# 1. the data: real handwritten crops imported as competition folders (`import-crops`), or your folder;
+# 2. the starting point: `weights/synth-b0-64.pt`, a b0 pretrained on rendered graphemes only (no real
+#    image seen), shipped with the kit — from it a few CPU epochs already read real handwriting;
+# 3. describe the run with a `TrainConfig` (here the `cpu-real` preset: what you set wins) and call
+#    `train(cfg)`: augmentation on the device, one-cycle schedule, an EMA of the weights, checkpoints;
+# 4. look at the curves, the per-class recall and the classes the model gets wrong.
 #
-# **Data.** With `DATA_DIR = None` a small synthetic folder is generated under `WORK_DIR` and the run is a
-# tiny CPU demo (a minute; the scores mean little). On Kaggle, attach the competition data, turn the GPU on
-# and set e.g. `DATA_DIR = "/kaggle/input/bengaliai-cv19"`, `IMAGE_SIZE = 128`, `EPOCHS = 30`,
-# `BATCH_SIZE = 256`, `PREPROCESS_WORKERS = None`.
+# **Data.** With `DATA_DIR = None` the notebook imports `REAL_LIMIT` real crops (whole triples, 4 train /
+# 1 validation each) from `../shared/reference/real_sample_64.npz` beside a checkout, else from the 300 crops
+# vendored in `tests/data/`. On Kaggle, attach the competition data, turn the GPU on and set e.g.
+# `DATA_DIR = "/kaggle/input/bengaliai-cv19"`, `IMAGE_SIZE = 128`, `EPOCHS = 30`, `BATCH_SIZE = 256`,
+# `PRESET = "kaggle"`, `INIT = None`, `PREPROCESS_WORKERS = None`.
 #
 # **On Kaggle** the kit is not preinstalled: attach the dataset built by `bengali-kit package` (it holds the
-# kit's wheels) and run `!pip install --no-index --no-deps --find-links /kaggle/input/<its-slug>/wheels
-# bengali_kit efficientnet_pytorch` in a first cell.
+# kit's wheels, and with `--include-init weights/synth-b0-64.pt` the starting point under `init/`) and run
+# `!pip install --no-index --no-deps --find-links /kaggle/input/<its-slug>/wheels bengali_kit efficientnet_pytorch`
+# in a first cell.
 
 # %% tags=["parameters"]
 import os
 
-DATA_DIR = os.environ.get("BENGALI_KIT_NB_DATA") or None  # competition folder; None -> synthetic
+DATA_DIR = os.environ.get("BENGALI_KIT_NB_DATA") or None  # competition folder; None -> real crops
+REAL_NPZ = os.environ.get("BENGALI_KIT_NB_REAL") or None  # real crops; None -> the sample beside the checkout
+REAL_LIMIT = int(os.environ.get("BENGALI_KIT_NB_REAL_LIMIT", "1000"))  # crops imported (whole triples)
+INIT = "auto"  # starting weights: "auto" -> weights/synth-b0-64.pt; None -> from scratch
 WORK_DIR = os.environ.get("BENGALI_KIT_NB_WORK", "work")  # cache and run folder go here
 RUN_NAME = "run"  # the run folder is WORK_DIR/RUN_NAME (03_inference looks there for best.pt)
-IMAGE_SIZE = 32  # a multiple of 32; 128 on the real data
-MODEL = "efficientnet-b0"
-EPOCHS = 4
-BATCH_SIZE = 32
+PRESET = "cpu-real"  # named settings (bengali_kit.presets); the values below win over it
+IMAGE_SIZE = 64  # a multiple of 32; the shipped weights are 64 px
+EPOCHS = int(os.environ.get("BENGALI_KIT_NB_EPOCHS", "4"))
+BATCH_SIZE = 64
 MAX_STEPS = None  # cap on steps per epoch (None: whole epochs)
-LR = 3e-3
-DEVICE = "auto"  # auto: CUDA when available
-PREPROCESS_WORKERS = 1  # processes for the crop/resize cache (None: all cores)
-SYNTH_TRAIN_ROWS = 600  # size of the synthetic folder (ignored with DATA_DIR)
-SYNTH_TEST_ROWS = 48
+DEVICE = "auto"  # auto: a GPU this torch can run on, else the CPU
+PREPROCESS_WORKERS = 1  # threads for the crop/resize cache (None: all cores)
 SEED = 0
 
 # %%
@@ -60,14 +64,23 @@ import pandas as pd
 
 from bengali_kit import plots
 from bengali_kit.components import load_class_map
-from bengali_kit.notebook_utils import prepare_data
+from bengali_kit.notebook_utils import find_file
 from bengali_kit.preprocess import build_cache, load_cache
+from bengali_kit.realdata import import_crops
 from bengali_kit.train import TrainConfig, train
 
-data_dir = prepare_data(DATA_DIR, WORK_DIR, SYNTH_TRAIN_ROWS, SYNTH_TEST_ROWS, seed=SEED)
 work_dir = Path(WORK_DIR)
 cache_dir, run_dir = work_dir / "cache", work_dir / RUN_NAME
-print("data:", data_dir)
+if DATA_DIR is None:  # real crops -> work/real/train and work/real/val (competition folders)
+    npz = Path(REAL_NPZ) if REAL_NPZ else find_file("../shared/reference/real_sample_64.npz",
+                                                     "tests/data/real_slice_64.npz")
+    report = import_crops(npz, work_dir / f"real_{REAL_LIMIT}", limit=REAL_LIMIT, files=1, overwrite=True)
+    data_dir, val_dir = report.train_dir, report.val_dir
+    print(f"{report.n_train} train + {report.n_val} validation real crops of {report.n_triples} triples from {npz}")
+else:
+    data_dir, val_dir = Path(DATA_DIR), None
+init = find_file("weights/synth-b0-64.pt") if INIT == "auto" else INIT
+print("data:", data_dir, "| validation:", val_dir or "a stratified split of the data", "| init:", init)
 
 # %% [markdown]
 # ## Preprocess once
@@ -87,14 +100,15 @@ plots.plot_labelled_images(cache[:16], captions=list(cache_ids[:16]), ncols=8, i
 # %% [markdown]
 # ## The run
 #
-# Every knob is a `TrainConfig` field (the same fields are the options of `bengali-kit train`). The split is
-# stratified by root; `best.pt` is the epoch with the best validation weighted recall.
+# Every knob is a `TrainConfig` field (the same fields are the options of `bengali-kit train`);
+# `TrainConfig.from_preset` fills what you leave open from the preset. `best.pt` is the epoch with the best
+# validation weighted recall; with an EMA it holds the averaged weights.
 
 # %%
-cfg = TrainConfig(data_dir=str(data_dir), out_dir=str(run_dir), cache_dir=str(cache_dir),
-                  image_size=IMAGE_SIZE, model=MODEL, epochs=EPOCHS, batch_size=BATCH_SIZE,
-                  max_steps=MAX_STEPS, lr=LR, device=DEVICE, seed=SEED, overwrite=True,
-                  preprocess_workers=PREPROCESS_WORKERS)
+cfg = TrainConfig.from_preset(PRESET, data_dir=str(data_dir), val_data_dir=str(val_dir) if val_dir else None,
+                              out_dir=str(run_dir), cache_dir=str(cache_dir), init=str(init) if init else None,
+                              image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, max_steps=MAX_STEPS,
+                              device=DEVICE, seed=SEED, overwrite=True, preprocess_workers=PREPROCESS_WORKERS)
 pd.DataFrame({"value": {k: str(v) for k, v in cfg.to_dict().items()}}).T
 
 # %%
@@ -131,15 +145,17 @@ plots.plot_worst_classes(per_class, n=15, component="grapheme_root");
 # %% [markdown]
 # ## The worst classes, as images
 #
-# `infer.evaluate` scores `best.pt` on the same validation split the training used (recorded in the
-# checkpoint), streaming the parquets through the inference path. Below: validation images of the roots with
+# `evaluation.evaluate` scores `best.pt` on the validation images the training used (`val_ids.csv` in the
+# run folder), streaming the parquets through the inference path. Below: validation images of the roots with
 # the lowest recall, each titled *true root → predicted root*, green when right and red when wrong.
 
 # %%
-from bengali_kit.infer import evaluate
+from bengali_kit.evaluation import evaluate
 
-result = evaluate(data_dir, run_dir / "best.pt", device=DEVICE, batch_size=max(BATCH_SIZE, 64))
+result = evaluate(val_dir or data_dir, run_dir / "best.pt", device=DEVICE, batch_size=max(BATCH_SIZE, 64))
 print(result.summary(worst=5))
+if val_dir is not None:  # validation images come from the val folder's cache
+    cache, cache_ids = load_cache(cache_dir / "val", "train", IMAGE_SIZE)
 
 # %%
 class_map = load_class_map(data_dir / "class_map.csv")

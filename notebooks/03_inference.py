@@ -16,28 +16,34 @@
 # # Bengali.AI — inference and submission
 #
 # Load a checkpoint, predict every test image and write `submission.csv`. This is the code path of the
-# offline Kaggle kernel (`kaggle_dataset/kernel.py`): `infer.predict_to_submission` streams the test
+# offline Kaggle kernel (`kernel/kernel.py` of a package): `submission.predict_to_submission` streams the test
 # parquets batch by batch, crops/resizes each batch with the parameters stored in the checkpoint (exactly
 # as the training cache was made), averages the softmax over the checkpoints (and test-time-augmented
 # views with `TTA = True`) and fills each `row_id` of `test.csv` by its image id and component.
 #
 # **Data and checkpoint.** With `DATA_DIR = None` the synthetic folder of the other notebooks is used (made
 # if missing). `CHECKPOINT = None` takes `WORK_DIR/run/best.pt` from `02_train`, or trains a tiny model
-# first when there is none. On Kaggle: attach the competition data and a dataset holding your checkpoint,
-# set `DATA_DIR = "/kaggle/input/bengaliai-cv19"`, `CHECKPOINT = "/kaggle/input/<your-dataset>/best.pt"`
-# and `OUTPUT = "submission.csv"` (in `/kaggle/working`).
+# first when there is none.
 #
-# **On Kaggle** the kit is not preinstalled: attach the dataset built by `bengali-kit package` (it holds the
-# kit's wheels) and run `!pip install --no-index --no-deps --find-links /kaggle/input/<its-slug>/wheels
-# bengali_kit efficientnet_pytorch` in a first cell.
+# **On Kaggle** attach the competition data and the dataset built by `bengali-kit package`, and leave
+# `DATA_DIR`, `CHECKPOINT` and `OUTPUT` at `None`: the notebook finds both inputs under `/kaggle/input` the
+# way the kernel does (`bengali_kit.kaggle.search`, which knows `/kaggle/input/<slug>`,
+# `/kaggle/input/competitions/<competition>` and `/kaggle/input/datasets/<owner>/<slug>`), predicts with the
+# package's checkpoints (`checkpoints/*.pt`, as its manifest lists them) and writes
+# `/kaggle/working/submission.csv`. The kit is not preinstalled there: run `!pip install --no-index --no-deps
+# --find-links /kaggle/input/datasets/<owner>/<slug>/wheels bengali_kit efficientnet_pytorch` in a first
+# cell (`/kaggle/input/<slug>/wheels` in the classic layout).
 
 # %% tags=["parameters"]
 import os
 
 DATA_DIR = os.environ.get("BENGALI_KIT_NB_DATA") or None  # competition folder; None -> synthetic
 WORK_DIR = os.environ.get("BENGALI_KIT_NB_WORK", "work")
-CHECKPOINT = os.environ.get("BENGALI_KIT_NB_CHECKPOINT") or None  # None: WORK_DIR/run/best.pt, else train one
-OUTPUT = None  # submission path; None -> WORK_DIR/submission.csv
+CHECKPOINT = os.environ.get("BENGALI_KIT_NB_CHECKPOINT") or None  # None: the package's on Kaggle, else see above
+OUTPUT = None  # submission path; None: /kaggle/working/submission.csv on Kaggle, else WORK_DIR/submission.csv
+KAGGLE_INPUT = "/kaggle/input"  # where Kaggle mounts the competition data and the package
+KAGGLE_WORKING = "/kaggle/working"  # the submission goes here when this folder exists (OUTPUT = None)
+PACKAGE_SLUG = None  # the package dataset's slug; None: the only bengali_kit package attached
 BATCH_SIZE = 128
 TTA = False  # average flip-free shifted/scaled views
 DEVICE = "auto"  # auto: CUDA when available
@@ -50,27 +56,40 @@ SEED = 0
 
 # %%
 # %matplotlib inline
+import json
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from bengali_kit import infer, plots
+from bengali_kit import plots, submission
 from bengali_kit.components import COMPONENTS, load_class_map
 from bengali_kit.data import read_sample_submission
+from bengali_kit.kaggle.search import MANIFEST, find_competition, find_package, locate
 from bengali_kit.metrics import component_recalls
 from bengali_kit.model import load_checkpoint
 from bengali_kit.notebook_utils import checkpoint_or_train, prepare_data, sample_images
 from bengali_kit.train import TrainConfig
 
 work_dir = Path(WORK_DIR)
-data_dir = prepare_data(DATA_DIR, WORK_DIR, SYNTH_TRAIN_ROWS, SYNTH_TEST_ROWS, seed=SEED)
-fallback = TrainConfig(data_dir=str(data_dir), out_dir=str(work_dir / "run_03"), cache_dir=str(work_dir / "cache"),
-                       image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=32, seed=SEED, overwrite=True,
-                       preprocess_workers=1)
-checkpoint = checkpoint_or_train(CHECKPOINT, [work_dir / "run" / "best.pt", work_dir / "run_03" / "best.pt"],
-                                 fallback)
-print("data:      ", data_dir)
-print("checkpoint:", checkpoint)
+on_kaggle = Path(KAGGLE_INPUT).is_dir()
+if DATA_DIR is None and on_kaggle:
+    data_dir = find_competition(KAGGLE_INPUT)  # the same search as the kernel's
+else:
+    data_dir = prepare_data(DATA_DIR, WORK_DIR, SYNTH_TRAIN_ROWS, SYNTH_TEST_ROWS, seed=SEED)
+if CHECKPOINT is None and on_kaggle:
+    package_dir = find_package(KAGGLE_INPUT, PACKAGE_SLUG)
+    manifest = json.loads((package_dir / MANIFEST).read_text(encoding="utf-8"))
+    checkpoints = [locate(package_dir, c["file"]) for c in manifest["checkpoints"]]
+else:
+    fallback = TrainConfig(data_dir=str(data_dir), out_dir=str(work_dir / "run_03"),
+                           cache_dir=str(work_dir / "cache"), image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=32,
+                           seed=SEED, overwrite=True, preprocess_workers=1)
+    checkpoints = [checkpoint_or_train(CHECKPOINT, [work_dir / "run" / "best.pt", work_dir / "run_03" / "best.pt"],
+                                       fallback)]
+checkpoint = checkpoints[0]
+print("data:       ", data_dir)
+print("checkpoints:", *checkpoints)
 
 # %% [markdown]
 # ## The checkpoint
@@ -89,8 +108,9 @@ print("epoch, validation weighted recall:", ckpt.get("epoch"), ckpt.get("metric"
 # ## Predict the test parquets and write the submission
 
 # %%
-out = Path(OUTPUT) if OUTPUT else work_dir / "submission.csv"
-result, sub = infer.predict_to_submission(data_dir, [checkpoint], out, batch_size=BATCH_SIZE, device=DEVICE,
+out_dir = Path(KAGGLE_WORKING) if Path(KAGGLE_WORKING).is_dir() else work_dir
+out = Path(OUTPUT) if OUTPUT else out_dir / "submission.csv"
+result, sub = submission.predict_to_submission(data_dir, checkpoints, out, batch_size=BATCH_SIZE, device=DEVICE,
                                           tta=TTA, overwrite=True)
 print(result.summary())
 print(f"wrote {out}: {len(sub)} rows")
@@ -100,9 +120,15 @@ sub.head(9)
 # The submission has the rows of `sample_submission.csv`, in its order: one per (test image, component).
 
 # %%
-sample = read_sample_submission(data_dir / "sample_submission.csv")
-assert sub["row_id"].tolist() == sample["row_id"].tolist(), "row_ids differ from sample_submission.csv"
-print(f"{len(sub)} rows, same row_ids and order as sample_submission.csv")
+sample_path = data_dir / "sample_submission.csv"
+if not sample_path.is_file():
+    print("no sample_submission.csv in", data_dir)
+elif sub["row_id"].tolist() == read_sample_submission(sample_path)["row_id"].tolist():
+    print(f"{len(sub)} rows, same row_ids and order as sample_submission.csv")
+else:
+    # Not an error: Kaggle's rerun replaces test.csv by the hidden test set, sample_submission.csv stays.
+    warnings.warn("the submission's row_ids differ from sample_submission.csv (expected only in Kaggle's rerun "
+                  "on the hidden test set, where test.csv is replaced)", stacklevel=1)
 sub.assign(component=sub.row_id.str.extract(f"({'|'.join(COMPONENTS)})$")[0]).groupby("component").target.describe()
 
 # %% [markdown]
@@ -139,5 +165,5 @@ else:
 # ## On Kaggle
 #
 # The competition's test set is hidden and the kernel must run with the internet off. `bengali-kit package`
-# builds a dataset folder with the checkpoint(s), the kit's wheels and `kaggle_dataset/kernel.py`, which
-# calls the same `infer.predict_to_submission` as above.
+# builds a dataset folder with the checkpoint(s), the kit's wheels and the kernel (`kernel/kernel.py`), which
+# calls the same `submission.predict_to_submission` as above.

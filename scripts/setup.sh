@@ -12,12 +12,39 @@ if ! fc-list :lang=bn 2>/dev/null | grep -qiE "lohit|noto|akaash|ani|mukti|likha
 fi
 
 PY=${PYTHON:-python3}
-echo "== installing Python requirements"
-# torch first and alone: 2.13.0 resolves to the CPU wheel on the dev/CI machines, and nothing after it
-# may pull another torch build.
-"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore torch==2.13.0
-"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r requirements.txt
-"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --no-build-isolation -e .
+# Already set up (every pin of requirements.txt installed, and this checkout importable as an editable install
+# with its version)? Then skip pip entirely: a second run costs a second, not a minute of resolving.
+if "$PY" -I - <<'PY'
+import importlib.metadata as md, pathlib, re, sys
+for line in pathlib.Path("requirements.txt").read_text().splitlines():
+    pin = line.split("#")[0].strip()
+    if not pin:
+        continue
+    name, _, want = pin.partition("==")
+    try:
+        have = md.version(name.strip())
+    except md.PackageNotFoundError:
+        sys.exit(f"== {name.strip()} is not installed")
+    if have.split("+")[0] != want.strip():  # 2.13.0+cpu satisfies ==2.13.0
+        sys.exit(f"== {name.strip()} {have} installed, {want.strip()} pinned")
+import bengali_kit
+src = pathlib.Path(bengali_kit.__file__).resolve().parent
+if src != pathlib.Path("bengali_kit").resolve():
+    sys.exit(f"== bengali_kit is imported from {src}, not this checkout")
+init = pathlib.Path("bengali_kit/__init__.py").read_text()
+if md.version("bengali_kit") != re.search(r'__version__ = "([^"]+)"', init).group(1):
+    sys.exit("== the installed bengali_kit metadata is of another version")
+PY
+then
+  echo "== Python requirements and the kit already installed: skipping pip"
+else
+  echo "== installing Python requirements"
+  # torch first and alone: 2.13.0 resolves to the CPU wheel on the dev/CI machines, and nothing after it
+  # may pull another torch build.
+  "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore torch==2.13.0
+  "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r requirements.txt
+  "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --no-build-isolation -e .
+fi
 "$PY" - <<'PY'
 import PIL.features, torch, efficientnet_pytorch, cv2, pyarrow  # noqa: F401
 assert PIL.features.check("raqm"), "Pillow lacks raqm: Bengali text would not be shaped"

@@ -6,21 +6,51 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE_DIR = Path(os.environ.get("BENGALI_KIT_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+#: ``../shared/reference`` beside the checkout (here and in CI; not on a user's fresh clone).
+SHARED_REFERENCE = Path(os.environ.get("BENGALI_KIT_REFERENCE",
+                                       Path(__file__).resolve().parents[2] / "shared" / "reference"))
+#: The small real files vendored with the tests (see tests/data/README.md).
+TEST_DATA = Path(__file__).resolve().parent / "data"
+REFERENCE_DIR = SHARED_REFERENCE if (SHARED_REFERENCE / "class_map.csv").is_file() else TEST_DATA
+
+
+#: Fixtures that render a competition folder or build a model: every test that needs one (directly or through
+#: another fixture) is marked slow, so `pytest -m "not slow"` (the quick loop) stays under a minute. CI runs all.
+SLOW_FIXTURES = frozenset({"synth_dir", "tiny_checkpoint"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that use a ``SLOW_FIXTURES`` fixture as slow (others carry ``@pytest.mark.slow``)."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """``../shared/reference`` (real class map, test.csv, sample submission, counts, real crops)."""
-    if not (REFERENCE_DIR / "class_map.csv").is_file():
-        pytest.fail(f"reference data not found at {REFERENCE_DIR} (set BENGALI_KIT_REFERENCE)")
+    """Real class map, test.csv, sample submission and grapheme counts: ``../shared/reference``, else tests/data."""
     return REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def real_slice_npz() -> Path:
+    """300 real crops (5 of each of 60 triples), vendored: the same files here, in CI and on a fresh clone."""
+    return TEST_DATA / "real_slice_64.npz"
+
+
+@pytest.fixture(scope="session")
+def real_sample_npz() -> Path:
+    """The whole real sample (6,460 crops); the test is skipped where ``../shared/reference`` is absent."""
+    path = SHARED_REFERENCE / "real_sample_64.npz"
+    if not path.is_file():
+        pytest.skip(f"needs the full real sample {path} (absent on a fresh clone)")
+    return path
 
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A small synthetic competition folder: 400 train images in 2 parquets, 60 test images, seed 0."""
-    from bengali_kit.synth import write_competition_folder
+    from bengali_kit.synthetic import write_competition_folder
 
     out = tmp_path_factory.mktemp("synth") / "data"
     return write_competition_folder(out, train_rows=400, test_rows=60, seed=0, files=2, progress=False)

@@ -10,6 +10,8 @@ from bengali_kit import data
 from bengali_kit.errors import DataError
 
 H, W, P = data.IMAGE_HEIGHT, data.IMAGE_WIDTH, data.N_PIXELS
+# Writing and reading a 32,332-column parquet costs 1-7 s of CPU whatever its rows: the tests that do are
+# marked slow (CI runs them; the quick loop `-m "not slow"` keeps the schema and csv checks).
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:
@@ -17,7 +19,8 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, H, W), dtype=np.uint8)
 
 
-def _table(ids, images: np.ndarray, pixel_type=pa.uint8()) -> pa.Table:
+def _table(ids, images: np.ndarray, pixel_type: pa.DataType | None = None) -> pa.Table:
+    pixel_type = pixel_type or pa.uint8()
     cols = images.reshape(len(images), P).T
     arrays = [pa.array(list(ids), type=pa.string())] + [pa.array(c, type=pixel_type) for c in cols]
     return pa.Table.from_arrays(arrays, names=["image_id", *data.PIXEL_COLUMNS])
@@ -34,6 +37,7 @@ def _write(path, table, **kw):
 
 
 # ---------------------------------------------------------------- reading good files
+@pytest.mark.slow
 def test_round_trip_and_batches_of_a_size_that_does_not_divide_n(tmp_path):
     ids, images = [f"Train_{i}" for i in range(7)], _images(7, seed=1)
     path = tmp_path / "train_image_data_0.parquet"
@@ -49,6 +53,7 @@ def test_round_trip_and_batches_of_a_size_that_does_not_divide_n(tmp_path):
     assert np.concatenate([b.ids for b in batches]).tolist() == ids
 
 
+@pytest.mark.slow
 def test_one_big_row_group_is_split_into_batches(tmp_path):
     ids, images = [f"T{i}" for i in range(10)], _images(10, seed=2)
     path = _write(tmp_path / "one_group.parquet", _table(ids, images), row_group_size=100)
@@ -58,12 +63,14 @@ def test_one_big_row_group_is_split_into_batches(tmp_path):
     assert np.concatenate([b.ids for b in batches]).tolist() == ids
 
 
+@pytest.mark.slow
 def test_pandas_index_column_is_ignored(tmp_path, good_table):
     table = good_table.append_column("__index_level_0__", pa.array(np.arange(6, dtype=np.int64)))
     path = _write(tmp_path / "with_index.parquet", table)
     np.testing.assert_array_equal(np.concatenate([b.images for b in data.iter_image_batches(path, 4)]), _images(6))
 
 
+@pytest.mark.slow
 def test_empty_parquet_reads_as_zero_images(tmp_path):
     path = tmp_path / "empty.parquet"
     data.write_image_parquet(path, [], np.zeros((0, H, W), np.uint8))
@@ -95,6 +102,7 @@ def test_not_a_parquet(tmp_path):
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_wrong_first_column(tmp_path, good_table):
     table = good_table.rename_columns(["id", *data.PIXEL_COLUMNS])
     with pytest.raises(DataError, match="first column must be 'image_id'"):
@@ -107,6 +115,7 @@ def test_wrong_pixel_count(tmp_path, good_table):
         data.read_images(_write(tmp_path / "bad.parquet", table))
 
 
+@pytest.mark.slow
 def test_misnamed_pixel_columns(tmp_path, good_table):
     names = ["image_id", *data.PIXEL_COLUMNS]
     names[5], names[6] = names[6], names[5]
@@ -114,6 +123,7 @@ def test_misnamed_pixel_columns(tmp_path, good_table):
         data.read_images(_write(tmp_path / "bad.parquet", good_table.rename_columns(names)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad_type", [pa.int64(), pa.float64()])  # float64: what pandas makes of NaN pixels
 def test_non_uint8_pixels(tmp_path, good_table, bad_type):
     i = good_table.schema.get_field_index("777")
@@ -122,6 +132,7 @@ def test_non_uint8_pixels(tmp_path, good_table, bad_type):
         data.read_images(_write(tmp_path / "bad.parquet", table))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reader", ["read_images", "iter_image_batches"])
 def test_null_pixels_in_a_uint8_column(tmp_path, good_table, reader):
     i = good_table.schema.get_field_index("3000")
@@ -137,18 +148,21 @@ def test_null_pixels_in_a_uint8_column(tmp_path, good_table, reader):
     assert "bad.parquet" in str(err.value)
 
 
+@pytest.mark.slow
 def test_null_image_id(tmp_path, good_table):
     table = good_table.set_column(0, "image_id", pa.array(["a", None, "c", "d", "e", "f"], type=pa.string()))
     with pytest.raises(DataError, match="image_id has missing values"):
         data.read_images(_write(tmp_path / "bad.parquet", table))
 
 
+@pytest.mark.slow
 def test_duplicate_image_ids(tmp_path, good_table):
     table = good_table.set_column(0, "image_id", pa.array(["a", "b", "c", "b", "e", "f"]))
     with pytest.raises(DataError, match="1 duplicate image_id.*'b'"):
         data.read_images(_write(tmp_path / "bad.parquet", table))
 
 
+@pytest.mark.slow
 def test_bad_batch_size(tmp_path, good_table):
     path = _write(tmp_path / "ok.parquet", good_table)
     with pytest.raises(ValueError, match="batch_size"):
@@ -236,3 +250,46 @@ def test_test_csv_and_sample_submission(tmp_path, reference_dir):
     bad.write_text("row_id,image_id\nTest_0_x,Test_0\n", encoding="utf-8")
     with pytest.raises(DataError, match="missing column\\(s\\) component"):
         data.read_test_csv(bad)
+
+
+@pytest.mark.slow
+def test_a_damaged_page_is_one_line_naming_the_file(tmp_path):
+    """A flipped page header deep in the file: pyarrow's multi-line message becomes one line."""
+    path = tmp_path / "test_image_data_0.parquet"
+    data.write_image_parquet(path, ["a", "b", "c"], _images(3, seed=4))
+    offset = pq.ParquetFile(path).metadata.row_group(0).column(5000).data_page_offset
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + 24] = b"\xff" * 24
+    path.write_bytes(bytes(raw))
+    assert data.count_images(path) == 3  # the footer is intact: the damage shows only when pixels are decoded
+    for read in (data.read_images, lambda p: list(data.iter_image_batches(p))):
+        with pytest.raises(DataError) as err:
+            read(path)
+        msg = str(err.value)
+        assert msg.startswith(f"{path}: cannot decode parquet data, the file is damaged (")
+        assert "\n" not in msg and msg.isprintable() and msg.endswith(")")
+
+
+@pytest.mark.slow
+def test_parquet_ids_reads_the_id_column_only(tmp_path):
+    path = tmp_path / "x.parquet"
+    data.write_image_parquet(path, ["b", "a", "c"], _images(3))
+    assert data.parquet_ids(path).tolist() == ["b", "a", "c"]
+
+
+def test_vendored_reference_files_are_the_real_ones():
+    """tests/data (used on a fresh clone) holds byte copies of ../shared/reference and a slice of its crops."""
+    from conftest import SHARED_REFERENCE, TEST_DATA
+
+    if not (SHARED_REFERENCE / "real_sample_64.npz").is_file():
+        pytest.skip(f"needs {SHARED_REFERENCE} to compare with (absent on a fresh clone)")
+    for name in ("class_map.csv", "test.csv", "sample_submission.csv", "grapheme_counts.csv"):
+        assert (TEST_DATA / name).read_bytes() == (SHARED_REFERENCE / name).read_bytes(), name
+    with np.load(SHARED_REFERENCE / "real_sample_64.npz") as full, np.load(TEST_DATA / "real_slice_64.npz") as part:
+        assert sorted(part.files) == sorted(full.files)
+        index = {i: k for k, i in enumerate(full["image_id"].tolist())}
+        rows = np.array([index[i] for i in part["image_id"].tolist()])
+        assert len(rows) == 300 and (np.diff(rows) > 0).all()  # file order kept
+        for key in full.files:
+            np.testing.assert_array_equal(part[key], full[key][rows])
+            assert part[key].dtype == full[key].dtype

@@ -1,4 +1,4 @@
-"""Inference: streaming prediction, the submission's rows, scoring, errors, no network."""
+"""Inference: streaming prediction, the submission's rows, scoring a run's validation images, errors, no network."""
 from __future__ import annotations
 
 import socket
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bengali_kit import infer
+from bengali_kit import evaluation, prediction, submission
 from bengali_kit.cli import main
 from bengali_kit.components import COMPONENTS, N_CLASSES
 from bengali_kit.data import read_sample_submission, read_test_csv, read_train_csv, write_image_parquet
@@ -54,14 +54,14 @@ def train_oracle(synth_dir) -> Oracle:
 
 
 @pytest.fixture(scope="module")
-def tiny_pred(synth_dir, tiny_checkpoint) -> infer.PredictionResult:
-    return infer.predict(synth_dir, [tiny_checkpoint], batch_size=64, device="cpu", progress=False)
+def tiny_pred(synth_dir, tiny_checkpoint) -> prediction.PredictionResult:
+    return prediction.predict(synth_dir, [tiny_checkpoint], batch_size=64, device="cpu", progress=False)
 
 
 def _use_model(monkeypatch, model, ckpt_extra=None):
     ckpt = {"image_size": 32, "preprocess": {}, **(ckpt_extra or {})}
-    monkeypatch.setattr("bengali_kit.model.load_model", lambda path, map_location="cpu": (model, dict(ckpt)))
-    monkeypatch.setattr("bengali_kit.model.load_checkpoint", lambda path, map_location="cpu": dict(ckpt))
+    monkeypatch.setattr(prediction, "load_model", lambda path, map_location="cpu": (model, dict(ckpt)))
+    monkeypatch.setattr(evaluation, "load_checkpoint", lambda path, map_location="cpu": dict(ckpt))
 
 
 def _key(synth_dir: Path) -> pd.DataFrame:
@@ -86,7 +86,7 @@ def test_submission_matches_real_layout(reference_dir):
              for i, img in enumerate(image_ids)}
     ids = image_ids[order]
     labels = np.array([truth[i] for i in ids])
-    sub = infer.make_submission(test_df, ids, labels)
+    sub = submission.make_submission(test_df, ids, labels)
     assert list(sub.columns) == ["row_id", "target"]
     assert list(sub["row_id"]) == list(sample["row_id"]) == list(test_df["row_id"])
     for row_id, target in zip(sub["row_id"], sub["target"]):
@@ -98,18 +98,18 @@ def test_submission_refuses_missing_images(reference_dir):
     test_df = read_test_csv(reference_dir / "test.csv")
     ids = test_df["image_id"].unique()[:-1]
     with pytest.raises(DataError, match="no image"):
-        infer.make_submission(test_df, ids, np.zeros((len(ids), 3), dtype=int))
+        submission.make_submission(test_df, ids, np.zeros((len(ids), 3), dtype=int))
 
 
 def test_write_submission_is_atomic_and_refuses_overwrite(tmp_path):
     df = pd.DataFrame({"row_id": ["Test_0_grapheme_root"], "target": [3]})
     path = tmp_path / "sub.csv"
-    infer.write_submission(df, path)
+    submission.write_submission(df, path)
     assert path.read_text() == "row_id,target\nTest_0_grapheme_root,3\n"
-    with pytest.raises(FileExistsError):
-        infer.write_submission(df.assign(target=4), path)
+    with pytest.raises(DataError, match="sub.csv: already exists"):
+        submission.write_submission(df.assign(target=4), path)
     assert path.read_text().endswith(",3\n")
-    infer.write_submission(df.assign(target=4), path, overwrite=True)
+    submission.write_submission(df.assign(target=4), path, overwrite=True)
     assert path.read_text().endswith(",4\n")
     assert [p.name for p in tmp_path.iterdir()] == ["sub.csv"]  # no temp file left
 
@@ -122,7 +122,7 @@ def test_correct_model_gives_correct_submission(synth_dir, tmp_path, monkeypatch
     _use_model(monkeypatch, oracle)
     out = tmp_path / "submission.csv"
     # batch_size 7: batches cross the parquet boundary (30 + 30 images) and end short.
-    result, sub = infer.predict_to_submission(synth_dir, ["oracle.pt"], out, batch_size=7, device="cpu",
+    result, sub = submission.predict_to_submission(synth_dir, ["oracle.pt"], out, batch_size=7, device="cpu",
                                               progress=False)
     assert max(oracle.calls) == 7 and sum(oracle.calls) == 60
     test_df = read_test_csv(synth_dir / "test.csv")
@@ -146,27 +146,60 @@ def test_evaluate_all_with_correct_model(synth_dir, train_oracle, monkeypatch, c
         assert f"{c:<20} 1.0000" in out
 
 
-def test_evaluate_scores_the_training_validation_split(synth_dir, train_oracle, tmp_path, monkeypatch):
-    """Default evaluate = the images train.py held out, found through train.py's own data path."""
-    from bengali_kit.preprocess import build_cache, load_cache
-    from bengali_kit.train import TrainConfig, _labels_for, split_indices
+def _run_folder(tmp_path: Path, ids) -> Path:
+    """A run folder holding val_ids.csv (as training writes it) beside a (mocked) checkpoint path."""
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    pd.DataFrame({"image_id": list(ids)}).to_csv(run / "val_ids.csv", index=False)
+    return run / "best.pt"
 
-    cfg = TrainConfig(data_dir=str(synth_dir), out_dir=str(tmp_path / "run"), val_fraction=0.25, seed=5)
-    build_cache(synth_dir, "train", size=32, out_dir=tmp_path / "cache", workers=1, progress=False)
-    _, cache_ids = load_cache(tmp_path / "cache", "train", 32)
-    rows, lab = _labels_for(cfg, np.asarray(cache_ids).astype(str))
-    _, val_idx = split_indices(lab[:, 0], cfg.val_fraction, cfg.n_folds, cfg.fold, cfg.seed)
-    expected = set(np.asarray(cache_ids).astype(str)[rows[val_idx]])
 
-    oracle = train_oracle
-    _use_model(monkeypatch, oracle, {"train_config": cfg.to_dict(), "n_val": len(val_idx)})
-    res = infer.evaluate(synth_dir, "oracle.pt", device="cpu", progress=False)
-    assert set(res.prediction.image_ids) == expected and res.n_images == len(expected) < 400
-    assert "validation split" in res.subset and res.scores["weighted"] == 1.0
+def test_evaluate_scores_the_runs_validation_images(synth_dir, train_oracle, tmp_path, monkeypatch, capsys):
+    """Default evaluate = exactly the ids in val_ids.csv beside the checkpoint, read, not worked out again."""
+    ids = read_train_csv(synth_dir / "train.csv")["image_id"].to_numpy()
+    chosen = sorted(np.random.default_rng(3).choice(ids, 37, replace=False).tolist())
+    ckpt = _run_folder(tmp_path, chosen)
+    _use_model(monkeypatch, train_oracle, {"n_val": 37})
+    res = evaluation.evaluate(synth_dir, ckpt, device="cpu", progress=False)
+    assert sorted(res.prediction.image_ids.tolist()) == chosen and res.n_images == 37
+    assert res.subset == "the run's validation images, val_ids.csv" and res.scores["weighted"] == 1.0
+    assert main(["evaluate", "--data", str(synth_dir), "--checkpoint", str(ckpt), "--device", "cpu",
+                 "--no-progress"]) == 0
+    assert "scored 37 labelled images (the run's validation images, val_ids.csv)" in capsys.readouterr().out
 
-    _use_model(monkeypatch, oracle, {"train_config": cfg.to_dict(), "n_val": 7})
-    with pytest.raises(DataError, match="--all"):
-        infer.evaluate(synth_dir, "oracle.pt", device="cpu", progress=False)
+
+def test_evaluate_refuses_a_val_ids_file_that_does_not_fit(synth_dir, train_oracle, tmp_path, monkeypatch):
+    ids = read_train_csv(synth_dir / "train.csv")["image_id"].tolist()
+    ckpt = tmp_path / "run" / "best.pt"
+    _use_model(monkeypatch, train_oracle, {"n_val": 5})
+    with pytest.raises(DataError, match=r"run/val_ids.csv: not found: .*pass --all to score every labelled image"):
+        evaluation.evaluate(synth_dir, ckpt, device="cpu", progress=False)
+    _run_folder(tmp_path, ids[:4])  # another run's list
+    with pytest.raises(DataError, match=r"val_ids.csv: lists 4 images but best.pt was validated on 5: not this "
+                                        r"checkpoint's run\? \(pass --all"):
+        evaluation.evaluate(synth_dir, ckpt, device="cpu", progress=False)
+    _run_folder(tmp_path, ids[:3] + ["Train_999999", "elsewhere_1"])  # another folder's images
+    with pytest.raises(DataError, match=r"val_ids.csv: 2 of its 5 image ids are not in .*train.csv \(e.g. "
+                                        r"'Train_999999'\): not the folder this run validated on\?"):
+        evaluation.evaluate(synth_dir, ckpt, device="cpu", progress=False)
+    _run_folder(tmp_path, [""] * 5)  # validated on rendered images (--synthetic-stream)
+    with pytest.raises(DataError, match="rendered images only"):
+        evaluation.evaluate(synth_dir, ckpt, device="cpu", progress=False)
+    res = evaluation.evaluate(synth_dir, ckpt, all_images=True, device="cpu", progress=False)  # --all needs none
+    assert res.n_images == 400 and res.subset == "all labelled images"
+
+
+@pytest.mark.slow
+def test_evaluate_reads_the_val_ids_a_real_run_wrote(synth_dir, tmp_path):
+    """The round trip through the real training engine: train writes val_ids.csv, evaluate scores those."""
+    from bengali_kit.train import TrainConfig, train
+
+    run = train(TrainConfig(data_dir=str(synth_dir), out_dir=str(tmp_path / "run"), image_size=32, batch_size=8,
+                            epochs=1, max_steps=1, progress=False, cutmix_p=0.0, val_fraction=0.25,
+                            cache_dir=str(tmp_path / "cache"), preprocess_workers=1))
+    written = pd.read_csv(run / "val_ids.csv", dtype=str)["image_id"].tolist()
+    res = evaluation.evaluate(synth_dir, run / "best.pt", device="cpu", progress=False)
+    assert 80 <= len(written) <= 120 and sorted(res.prediction.image_ids.tolist()) == sorted(written)
 
 
 def test_predict_without_network(synth_dir, tiny_checkpoint, tmp_path, monkeypatch):
@@ -176,7 +209,7 @@ def test_predict_without_network(synth_dir, tiny_checkpoint, tmp_path, monkeypat
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket.socket, "connect_ex", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    res = infer.predict(synth_dir, [tiny_checkpoint], batch_size=32, device="auto", progress=False)
+    res = prediction.predict(synth_dir, [tiny_checkpoint], batch_size=32, device="auto", progress=False)
     assert res.device == "cpu" and res.n_images == 60
     for c, n in zip(COMPONENTS, N_CLASSES):
         p = res.probabilities[c]
@@ -192,8 +225,8 @@ def test_ensemble_averages_probabilities_across_preprocessings(synth_dir, tiny_c
     other = tmp_path / "b0_other.pt"
     save_checkpoint(other, build_model(ModelConfig(neck_dim=16)), image_size=32,
                     preprocess={"margin": 40, "pad_x": 0})
-    b = infer.predict(synth_dir, [other], batch_size=64, device="cpu", progress=False)
-    both = infer.predict(synth_dir, [tiny_checkpoint, other], batch_size=64, device="cpu", progress=False)
+    b = prediction.predict(synth_dir, [other], batch_size=64, device="cpu", progress=False)
+    both = prediction.predict(synth_dir, [tiny_checkpoint, other], batch_size=64, device="cpu", progress=False)
     assert both.n_models == 2
     for c in COMPONENTS:
         np.testing.assert_allclose(both.probabilities[c], (tiny_pred.probabilities[c] + b.probabilities[c]) / 2,
@@ -203,13 +236,13 @@ def test_ensemble_averages_probabilities_across_preprocessings(synth_dir, tiny_c
 def test_tta_views_are_flip_free_shifts_and_scales():
     x = torch.zeros(2, 1, 32, 32)
     x[:, :, 8:12, 20:26] = 1.0  # an asymmetric stroke, right of centre
-    views = infer._tta_batch(x, infer.TTA_VIEWS)
-    assert views.shape == (len(infer.TTA_VIEWS) * 2, 1, 32, 32)
+    views = prediction._tta_batch(x, prediction.TTA_VIEWS)
+    assert views.shape == (len(prediction.TTA_VIEWS) * 2, 1, 32, 32)
     torch.testing.assert_close(views[:2], x)  # the identity view
     com = lambda im: (im.sum(0) * torch.arange(32.0)).sum() / im.sum()  # noqa: E731 - column centre of mass
     base = com(x[0, 0])
     assert base > 16
-    for v, (scale, sx, _) in enumerate(infer.TTA_VIEWS[1:], start=1):
+    for v, (scale, sx, _) in enumerate(prediction.TTA_VIEWS[1:], start=1):
         c = com(views[2 * v, 0])
         assert c > 16  # still right of centre: nothing mirrored
         if sx:
@@ -219,7 +252,7 @@ def test_tta_views_are_flip_free_shifts_and_scales():
 
 
 def test_tta_runs_end_to_end(synth_dir, tiny_checkpoint, tiny_pred):
-    res = infer.predict(synth_dir, [tiny_checkpoint], batch_size=64, device="cpu", tta=True, progress=False)
+    res = prediction.predict(synth_dir, [tiny_checkpoint], batch_size=64, device="cpu", tta=True, progress=False)
     assert res.tta and res.n_images == 60 and list(res.image_ids) == list(tiny_pred.image_ids)
     np.testing.assert_allclose(res.probabilities["grapheme_root"].sum(1), 1.0, atol=1e-5)
     assert not np.allclose(res.probabilities["grapheme_root"], tiny_pred.probabilities["grapheme_root"])
@@ -248,20 +281,20 @@ def _copy_csvs(src: Path, dst: Path) -> Path:
 def test_missing_test_parquets(synth_dir, tiny_checkpoint, tmp_path):
     d = _copy_csvs(synth_dir, tmp_path / "d")
     with pytest.raises(DataError, match="no test_image_data"):
-        infer.predict(d, [tiny_checkpoint], progress=False)
+        prediction.predict(d, [tiny_checkpoint], progress=False)
     with pytest.raises(DataError, match="not found"):
-        infer.predict(tmp_path / "nowhere", [tiny_checkpoint], progress=False)
+        prediction.predict(tmp_path / "nowhere", [tiny_checkpoint], progress=False)
 
 
 def test_malformed_and_empty_parquets(synth_dir, tiny_checkpoint, tmp_path):
     d = _copy_csvs(synth_dir, tmp_path / "bad")
     (d / "test_image_data_0.parquet").write_bytes(b"this is not parquet")
     with pytest.raises(DataError, match="test_image_data_0.parquet"):
-        infer.predict(d, [tiny_checkpoint], progress=False)
+        prediction.predict(d, [tiny_checkpoint], progress=False)
     e = _copy_csvs(synth_dir, tmp_path / "empty")
     write_image_parquet(e / "test_image_data_0.parquet", [], np.zeros((0, 137, 236), np.uint8))
     with pytest.raises(DataError, match="empty"):
-        infer.predict(e, [tiny_checkpoint], progress=False)
+        prediction.predict(e, [tiny_checkpoint], progress=False)
 
 
 def test_test_csv_without_images(synth_dir, tiny_checkpoint, tmp_path):
@@ -270,28 +303,28 @@ def test_test_csv_without_images(synth_dir, tiny_checkpoint, tmp_path):
     (d / "test_image_data_0.parquet").write_bytes((synth_dir / "test_image_data_0.parquet").read_bytes())
     (d / "test.csv").write_bytes((synth_dir / "test.csv").read_bytes())  # names 60 images, 30 present
     with pytest.raises(DataError, match="test.csv.*no image"):
-        infer.predict_to_submission(d, [tiny_checkpoint], tmp_path / "s.csv", device="cpu", progress=False)
+        submission.predict_to_submission(d, [tiny_checkpoint], tmp_path / "s.csv", device="cpu", progress=False)
     assert not (tmp_path / "s.csv").exists()
     (d / "test.csv").write_text("row_id,image\nx,y\n")
     with pytest.raises(DataError, match="missing column"):
-        infer.predict_to_submission(d, [tiny_checkpoint], tmp_path / "s.csv", device="cpu", progress=False)
+        submission.predict_to_submission(d, [tiny_checkpoint], tmp_path / "s.csv", device="cpu", progress=False)
 
 
 def test_checkpoints_that_do_not_fit(synth_dir, tmp_path):
     model = build_model(ModelConfig(neck_dim=8))
     no_size = save_checkpoint(tmp_path / "nosize.pt", model)
     with pytest.raises(DataError, match="nosize.pt.*image_size"):
-        infer.predict(synth_dir, [no_size], progress=False)
+        prediction.predict(synth_dir, [no_size], progress=False)
     wrong = save_checkpoint(tmp_path / "wrong.pt", build_model(ModelConfig(neck_dim=8, n_classes=(10, 11, 7))),
                             image_size=32)
     with pytest.raises(DataError, match="wrong.pt.*classes"):
-        infer.predict(synth_dir, [wrong], progress=False)
+        prediction.predict(synth_dir, [wrong], progress=False)
     params = save_checkpoint(tmp_path / "params.pt", model, image_size=32, preprocess={"blur": 3})
     with pytest.raises(DataError, match="params.pt.*crop parameter"):
-        infer.predict(synth_dir, [params], progress=False)
+        prediction.predict(synth_dir, [params], progress=False)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(DataError, match="junk.pt"):
-        infer.predict(synth_dir, [junk], progress=False)
+        prediction.predict(synth_dir, [junk], progress=False)
     with pytest.raises(DataError, match="missing.pt"):
-        infer.predict(synth_dir, [tmp_path / "missing.pt"], progress=False)
+        prediction.predict(synth_dir, [tmp_path / "missing.pt"], progress=False)

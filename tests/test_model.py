@@ -8,8 +8,16 @@ import torch
 from efficientnet_pytorch import EfficientNet
 
 from bengali_kit.errors import DataError
-from bengali_kit.model import (BengaliNet, Logits, ModelConfig, build_model, check_image_size, load_checkpoint,
-                               load_model, save_checkpoint)
+from bengali_kit.model import (
+    BengaliNet,
+    Logits,
+    ModelConfig,
+    build_model,
+    check_image_size,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 
 torch.set_num_threads(1)
 
@@ -113,6 +121,7 @@ def test_avg_pooling_and_fixed_gem():
     assert "pool.p" in g.state_dict() and not any(n == "pool.p" for n, _ in g.named_parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,channels", [("efficientnet-b3", 1536), ("efficientnet-b7", 2560)])
 def test_other_variants(name, channels):
     m = build_model(ModelConfig(name=name, neck_dim=16)).eval()
@@ -168,7 +177,8 @@ def test_imagenet_weights_stem_summed_and_fc_skipped(tmp_path):
     stem = model.backbone._conv_stem.weight
     assert stem.shape == (32, 1, 3, 3)
     torch.testing.assert_close(stem, src["_conv_stem.weight"].sum(dim=1, keepdim=True))
-    torch.testing.assert_close(model.backbone._blocks[3]._depthwise_conv.weight, src["_blocks.3._depthwise_conv.weight"])
+    torch.testing.assert_close(model.backbone._blocks[3]._depthwise_conv.weight,
+                               src["_blocks.3._depthwise_conv.weight"])
     torch.testing.assert_close(model.backbone._bn1.running_var, src["_bn1.running_var"])
     report = model.imagenet_report
     assert {"_fc.weight", "_fc.bias"} <= set(report["skipped"])
@@ -233,6 +243,8 @@ def test_load_into_another_architecture_is_a_data_error(tmp_path):
     ckpt["model_config"].update(name="efficientnet-b0", neck_dim=16)
     with pytest.raises(DataError, match="do not fit"):
         load_model(ckpt)
+    with pytest.raises(DataError, match=r"neck.0.weight \(8, 1280\) where the model has \(16, 1280\)"):
+        load_model(ckpt)  # torch's own multi-line message is not passed on
     ckpt["model_config"]["pooling"] = "median"
     with pytest.raises(DataError, match="model_config"):
         load_model(ckpt)
@@ -251,10 +263,113 @@ def test_bad_checkpoint_files(tmp_path):
         load_checkpoint(plain)
     pickled = tmp_path / "pickled.pt"
     torch.save({"model": build_model(ModelConfig(neck_dim=8)), "model_config": {}}, pickled)  # a pickled object
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match=r"pickled.pt: holds a pickled Python object \(bengali_kit.model.BengaliNet\)"):
         load_checkpoint(pickled)
 
 
+def _one_line_without_torch_advice(err: DataError) -> str:
+    msg = str(err)
+    assert "\n" not in msg and len(msg) < 400 and "\x1b" not in msg
+    assert "weights_only" not in msg and "False" not in msg  # never advise unpickling an untrusted file
+    assert not msg.endswith(("(", ",")) and msg.count("(") == msg.count(")")  # not cut mid-sentence
+    return msg
+
+
+def test_torch_load_errors_are_one_line_of_our_own_words(tmp_path):
+    model = build_model(ModelConfig(neck_dim=8))
+    good = save_checkpoint(tmp_path / "good.pt", model, image_size=32)
+    cases = {
+        "truncated.pt": (good.read_bytes()[:4000],
+                         "truncated or corrupt (PytorchStreamReader failed reading zip archive"),
+        "zeros.pt": (b"\x00" * 100, "not a PyTorch checkpoint (unreadable pickle data"),
+        "text.pt": (b"not a checkpoint at all", "not a PyTorch checkpoint"),
+    }
+    for name, (data, fragment) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError) as info:
+            load_model(tmp_path / name)
+        msg = _one_line_without_torch_advice(info.value)
+        assert msg.startswith(f"{tmp_path / name}: ") and fragment in msg, msg
+
+    torch.save({"model": DataError("x", "y"), "model_config": {}}, tmp_path / "obj.pt")  # any pickled object
+    with pytest.raises(DataError) as info:
+        load_checkpoint(tmp_path / "obj.pt")
+    assert "holds a pickled Python object" in _one_line_without_torch_advice(info.value)
+    with pytest.raises(DataError, match="is a folder"):
+        load_checkpoint(tmp_path)
+
+
+def _saved(tmp_path, name="c.pt", **extra):
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / name, build_model(ModelConfig(neck_dim=8)), **extra)
+
+
+@pytest.mark.parametrize("value, kind", [(torch.zeros(3), "Tensor"), ([1, 2], "list"), ({}, "dict"),
+                                         ({"w": 1.0}, "dict with non-tensor values")])
+def test_model_entry_must_be_a_state_dict_of_tensors(tmp_path, value, kind):
+    path = _saved(tmp_path, image_size=32)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"] = value
+    torch.save(ckpt, path)
+    for load in (load_checkpoint, load_model):
+        with pytest.raises(DataError) as info:
+            load(path)
+        assert str(info.value) == (f"{path}: 'model' is a {kind}, not a state dict of tensors "
+                                   "(a hand-edited checkpoint?)")
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    path = _saved(tmp_path, image_size=32)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"]["heads.1.bias"][3] = float("nan")
+    ckpt["model"]["neck.0.weight"][0, 0] = float("inf")
+    torch.save(ckpt, path)
+    with pytest.raises(DataError, match=r"c.pt: has NaN/inf weights \(2 of \d+ tensors, e.g. neck.0.weight\): "
+                                        r"the run diverged; retrain with a lower --lr"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("size", [30, 48, 0, "64", True])
+def test_image_size_the_model_cannot_take_is_refused(tmp_path, size):
+    path = _saved(tmp_path, image_size=size)
+    with pytest.raises(DataError, match=r"c.pt: image size "):
+        load_checkpoint(path)
+
+
+def test_float16_state_dicts_load_as_float32(tmp_path):
+    """The shipped weights are float16 (half the size); the model is rebuilt in float32, same outputs."""
+    torch.manual_seed(0)
+    model = _calibrate(build_model(ModelConfig(neck_dim=8)), size=32)
+    path = save_checkpoint(tmp_path / "full.pt", model, image_size=32)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    torch.save(ckpt, tmp_path / "half.pt")
+    assert load_checkpoint(tmp_path / "half.pt")["model"]["heads.0.weight"].dtype == torch.float16  # kept as stored
+    half, _ = load_model(tmp_path / "half.pt")
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    x = _batch(size=32)
+    with torch.no_grad():
+        ref, out = model(x)[0], half(x)[0]
+    assert not torch.equal(ref, out)  # rounded weights ...
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()  # ... but the same model: a fresh one is far off
+    assert (out - ref).abs().max() < 0.1 * (build_model(ModelConfig(neck_dim=8)).eval()(x)[0] - ref).abs().max()
+
+
+def test_a_full_disk_when_saving_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(DataError) as info:
+        _saved(tmp_path, "best.pt")
+    assert str(info.value) == f"{tmp_path / 'best.pt'}: cannot write: no space left on the device"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
 def test_trace_and_channels_last(b0):
     x = _batch(size=32)
     with torch.no_grad():

@@ -124,6 +124,7 @@ def executed(tmp_path_factory) -> dict:
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes_and_shows_plots(executed, name):
     res = executed[name]
@@ -138,6 +139,7 @@ def test_notebook_executes_and_shows_plots(executed, name):
     assert res["seconds"] < TIMEOUT_S, f"{name} took {res['seconds']:.0f} s"
 
 
+@pytest.mark.slow
 def test_notebooks_leave_a_run_and_a_valid_submission(executed):
     """02 trains into WORK_DIR/run; 03 writes WORK_DIR/submission.csv in sample_submission's row order."""
     work = executed["work"]

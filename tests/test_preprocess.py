@@ -229,6 +229,7 @@ def test_build_cache_in_parallel_equals_iter_preprocessed(synth_dir, tmp_path):
     assert info.n_images == 60
 
 
+@pytest.mark.slow
 def test_failed_build_leaves_no_partial_file(tmp_path, monkeypatch):
     folder = tmp_path / "data"
     images = strokes(6, seed=3)

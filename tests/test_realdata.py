@@ -16,8 +16,8 @@ SLICE = 300
 
 
 @pytest.fixture(scope="module")
-def npz(reference_dir):
-    return reference_dir / "real_sample_64.npz"
+def npz(real_slice_npz):
+    return real_slice_npz
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,7 @@ def _triples(df: pd.DataFrame) -> set:
     return set(map(tuple, df[list(COMPONENTS)].to_numpy().tolist()))
 
 
+@pytest.mark.slow
 def test_import_writes_competition_folders(imported, npz):
     crops = load_crops(npz, limit=SLICE)
     train = read_train_csv(imported / "train" / "train.csv")
@@ -105,20 +106,58 @@ def test_import_refuses_non_empty_folder(npz, tmp_path):
     assert main(["import-crops", str(npz), str(tmp_path), "--limit", "10"]) == 2
 
 
+@pytest.mark.slow
+def test_import_overwrite_replaces_train_and_val_whole(npz, tmp_path):
+    out = tmp_path / "o"
+    assert main(["import-crops", str(npz), str(out), "--limit", "40", "--files", "2"]) == 0
+    assert (out / "train" / "train_image_data_1.parquet").is_file()
+    (out / "notes.txt").write_text("mine")
+    (out / "train" / "stale.txt").write_text("inside a folder the kit owns")
+    assert main(["import-crops", str(npz), str(out), "--limit", "40", "--files", "1", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "train", "val"]
+    assert (out / "notes.txt").read_text() == "mine"
+    for folder in ("train", "val"):
+        names = {p.name for p in (out / folder).iterdir()}
+        # one writer for synth and import-crops: exactly the competition's files, nothing stale
+        assert names == {"train.csv", "train_image_data_0.parquet", "test.csv", "test_image_data_0.parquet",
+                         "class_map.csv", "sample_submission.csv", "test_labels.csv"}, names
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
 def test_tiny_train_and_evaluate_on_real_crops(imported, capsys):
     import torch
 
-    from bengali_kit.infer import evaluate
+    from bengali_kit.evaluation import evaluate
     from bengali_kit.train import TrainConfig, train
 
     torch.set_num_threads(2)
     run = train(TrainConfig(data_dir=str(imported / "train"), out_dir=str(imported / "run"), image_size=32,
                             batch_size=8, epochs=1, max_steps=2, progress=False, cutmix_p=0.0,
                             preprocess_workers=1))
-    res = evaluate(imported / "val", run / "best.pt", all=True, progress=False)
+    res = evaluate(imported / "val", run / "best.pt", all_images=True, progress=False)
     assert res.n_images == SLICE // 5
     assert set(res.scores) == {*COMPONENTS, "weighted"} and 0.0 <= res.scores["weighted"] <= 1.0
     rc = main(["evaluate", "--data", str(imported / "val"), "--checkpoint", str(run / "best.pt"), "--all",
                "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0 and "weighted recall" in out and "worst classes" in out
+
+
+def test_unseen_triples_are_held_out_whole_and_every_class_stays_in_training(real_slice_npz, tmp_path):
+    from bengali_kit.realdata import holdout_triples, import_crops
+
+    labels = load_crops(real_slice_npz).labels
+    held = holdout_triples(labels, 0.1, seed=0)
+    triples = {tuple(t) for t in labels[held]}
+    assert len(triples) == 6 and not triples & {tuple(t) for t in labels[~held]}  # whole triples: 10 % of 60
+    for c in range(3):
+        assert set(labels[held, c]) <= set(labels[~held, c])  # every held-out class is still trained on
+    assert np.array_equal(held, holdout_triples(labels, 0.1, seed=0))
+    assert not np.array_equal(held, holdout_triples(labels, 0.1, seed=1))
+    rep = import_crops(real_slice_npz, tmp_path / "r", unseen_fraction=0.1, files=1)
+    assert (rep.n_train, rep.n_val, rep.n_unseen, rep.n_unseen_triples) == (216, 54, 30, 6)
+    frames = {name: pd.read_csv(tmp_path / "r" / name / "train.csv") for name in ("train", "val", "unseen")}
+    key = lambda df: set(map(tuple, df[list(COMPONENTS)].to_numpy()))  # noqa: E731
+    assert not key(frames["unseen"]) & (key(frames["train"]) | key(frames["val"]))
+    assert key(frames["val"]) <= key(frames["train"])

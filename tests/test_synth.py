@@ -3,17 +3,33 @@ from __future__ import annotations
 
 import filecmp
 import pickle
+import shutil
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from bengali_kit import synth
+from bengali_kit import synthetic
 from bengali_kit.cli import main
-from bengali_kit.components import COMPONENTS, N_CLASSES, load_class_map, read_grapheme_counts
-from bengali_kit.data import (IMAGE_HEIGHT, IMAGE_WIDTH, image_parquets, labels_array, read_images,
-                              read_sample_submission, read_test_csv, read_train_csv)
+from bengali_kit.components import (
+    COMPONENTS,
+    N_CLASSES,
+    load_class_map,
+    read_grapheme_counts,
+)
+from bengali_kit.data import (
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    INCOMPLETE_MARKER,
+    image_parquets,
+    labels_array,
+    read_images,
+    read_sample_submission,
+    read_test_csv,
+    read_train_csv,
+    write_image_parquet,
+)
 from bengali_kit.errors import DataError
 
 COMPETITION_FILES = {
@@ -24,7 +40,7 @@ COMPETITION_FILES = {
 
 @pytest.fixture(scope="module")
 def fonts():
-    return synth.find_bengali_fonts()
+    return synthetic.find_bengali_fonts()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +98,7 @@ def test_labels_in_range_long_tailed_and_spelled_like_the_real_data(synth_dir):
 
 
 def test_sample_labels_follow_the_real_frequencies():
-    y = synth.sample_labels(20000, np.random.default_rng(0))
+    y = synthetic.sample_labels(20000, np.random.default_rng(0))
     assert y.shape == (20000, 3) and y.dtype == np.int64
     counts = read_grapheme_counts()
     real = counts.groupby("grapheme_root")["count"].sum()
@@ -117,11 +133,12 @@ def test_parquet_schema_and_images(synth_dir, train_images):
     assert len({im.tobytes() for im in images}) == len(images)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     kw = dict(train_rows=30, test_rows=9, files=2, progress=False)
-    a = synth.write_competition_folder(tmp_path / "a", seed=3, **kw)
-    b = synth.write_competition_folder(tmp_path / "b", seed=3, workers=2, **kw)  # workers never change bytes
-    c = synth.write_competition_folder(tmp_path / "c", seed=4, **kw)
+    a = synthetic.write_competition_folder(tmp_path / "a", seed=3, **kw)
+    b = synthetic.write_competition_folder(tmp_path / "b", seed=3, workers=2, **kw)  # workers never change bytes
+    c = synthetic.write_competition_folder(tmp_path / "c", seed=4, **kw)
     names = sorted(p.name for p in a.iterdir())
     assert names == sorted(p.name for p in b.iterdir())
     for name in names:
@@ -130,22 +147,65 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert not filecmp.cmp(a / "train.csv", c / "train.csv", shallow=False)
 
 
+@pytest.mark.slow
 def test_refuses_non_empty_folder_unless_overwrite(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
     with pytest.raises(DataError, match="not empty"):
-        synth.write_competition_folder(out, train_rows=4, test_rows=2, files=1, progress=False)
+        synthetic.write_competition_folder(out, train_rows=4, test_rows=2, files=1, progress=False)
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
-    synth.write_competition_folder(out, train_rows=4, test_rows=2, files=1, progress=False, overwrite=True)
+    synthetic.write_competition_folder(out, train_rows=4, test_rows=2, files=1, progress=False, overwrite=True)
     assert (out / "mine.txt").read_text() == "keep me" and (out / "train.csv").is_file()
 
 
 def test_bad_arguments_are_rejected(tmp_path):
     with pytest.raises(ValueError):
-        synth.write_competition_folder(tmp_path / "x", train_rows=0, progress=False)
+        synthetic.write_competition_folder(tmp_path / "x", train_rows=0, progress=False)
     with pytest.raises(ValueError):
-        synth.write_competition_folder(tmp_path / "y", train_rows=3, test_rows=3, files=4, progress=False)
+        synthetic.write_competition_folder(tmp_path / "y", train_rows=3, test_rows=3, files=4, progress=False)
+
+
+@pytest.mark.slow
+def test_streamed_parquet_equals_the_array_one(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(11, IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.uint8)
+    ids = [f"Train_{i}" for i in range(11)]
+    write_image_parquet(tmp_path / "a.parquet", ids, images, row_group_size=4)
+    # batches that straddle row groups: the same bytes
+    write_image_parquet(tmp_path / "b.parquet", ids, iter([images[:3], images[3:9], images[9:]]), row_group_size=4)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    got = read_images(tmp_path / "b.parquet")
+    assert got.ids.tolist() == ids and np.array_equal(got.images, images)
+    with pytest.raises(ValueError, match="11 ids for 9 images"):
+        write_image_parquet(tmp_path / "c.parquet", ids, iter([images[:9]]))
+    assert not (tmp_path / "c.parquet").exists()
+
+
+def test_folder_writer_failure_leaves_the_old_folder(tmp_path, synth_dir):
+    out = tmp_path / "d"
+    shutil.copytree(synth_dir, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def write(tmp):
+        (tmp / "train.csv").write_text("half")
+        raise DataError(tmp / "train_image_data_0.parquet", "cannot write: no space left on the device")
+
+    with pytest.raises(DataError) as err:
+        synthetic.write_folders(out, overwrite=True, write=write)
+    assert err.value.path == out / "train_image_data_0.parquet"  # named as in the target, not the temp folder
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no temporary folder left
+
+
+def test_incomplete_folder_is_refused_by_readers(tmp_path, synth_dir):
+    d = tmp_path / "d"
+    shutil.copytree(synth_dir, d)
+    assert image_parquets(d, "train")
+    (d / INCOMPLETE_MARKER).touch()  # what an interrupted write_competition_files leaves
+    with pytest.raises(DataError, match="incomplete"):
+        image_parquets(d, "train")
+    assert not (synth_dir / INCOMPLETE_MARKER).exists()  # a finished folder has no marker
 
 
 def test_fonts_found_sorted_without_mitramono(fonts, tmp_path):
@@ -153,21 +213,22 @@ def test_fonts_found_sorted_without_mitramono(fonts, tmp_path):
     assert len(fonts) >= 2 and names == sorted(names)
     assert not any("MitraMono" in n for n in names)
     with pytest.raises(RuntimeError, match="apt-get install fonts-beng-extra"):
-        synth.find_bengali_fonts([tmp_path])
+        synthetic.find_bengali_fonts([tmp_path])
 
 
+@pytest.mark.slow
 def test_holdout_fonts_are_disjoint(fonts, tmp_path, monkeypatch):
-    train, test = synth.split_fonts(fonts)
+    train, test = synthetic.split_fonts(fonts)
     assert train and test and not set(train) & set(test) and set(train) | set(test) == set(fonts)
     used = {}
-    real_init = synth.GraphemeRenderer.__post_init__
+    real_init = synthetic.GraphemeRenderer.__post_init__
 
     def spy(self):
         real_init(self)
         used.setdefault("sets", []).append(set(self.fonts))
 
-    monkeypatch.setattr(synth.GraphemeRenderer, "__post_init__", spy)
-    synth.write_competition_folder(tmp_path / "h", train_rows=6, test_rows=3, files=1, holdout_fonts=True,
+    monkeypatch.setattr(synthetic.GraphemeRenderer, "__post_init__", spy)
+    synthetic.write_competition_folder(tmp_path / "h", train_rows=6, test_rows=3, files=1, holdout_fonts=True,
                                    progress=False)
     train_set, test_set = used["sets"]
     assert train_set == {str(f) for f in train} and test_set == {str(f) for f in test}
@@ -181,7 +242,7 @@ def _ink_width(renderer, text, font_index):
 
 
 def test_conjuncts_and_vowel_signs_are_shaped(fonts):
-    r = synth.GraphemeRenderer(fonts)
+    r = synthetic.GraphemeRenderer(fonts)
     for i in range(len(fonts)):
         # a conjunct is one glyph, clearly narrower than its two consonants side by side
         assert _ink_width(r, "ক্ষ", i) < 0.8 * (_ink_width(r, "ক", i) + _ink_width(r, "ষ", i)), fonts[i].name
@@ -196,8 +257,29 @@ def test_conjuncts_and_vowel_signs_are_shaped(fonts):
         assert right > left + 0.15, fonts[i].name
 
 
+def test_thinning_gives_connected_one_pixel_centre_lines(fonts):
+    import cv2
+
+    bar = np.zeros((40, 60), np.uint8)
+    bar[10:20, 5:55] = 1  # a 10 px thick bar: one line, inside the bar, along its middle
+    sk = synthetic.thin(bar)
+    assert sk.any() and (sk[bar == 0] == 0).all()
+    assert (sk.sum(axis=0)[10:50] == 1).all() and set(np.flatnonzero(sk[:, 30])) <= {14, 15}
+    r = synthetic.GraphemeRenderer(fonts)
+    for i in range(len(fonts)):
+        for text in ("ক্ষ", "ছে", "স্ত্রী"):
+            glyph = (r.glyph(text, i) >= 128).astype(np.uint8)
+            sk = r.skeleton(text, i) > 0
+            # thinning keeps every stroke: no more pieces than the glyph has (a morphological skeleton breaks
+            # strokes into many), and it lies inside the (slightly closed) glyph
+            n_glyph = cv2.connectedComponents(glyph, connectivity=8)[0]
+            n_skel = cv2.connectedComponents(sk.astype(np.uint8), connectivity=8)[0]
+            assert n_skel <= n_glyph, (fonts[i].name, text)
+            assert sk.sum() < 0.5 * glyph.sum()
+
+
 def test_renderer_output_and_pickling(fonts):
-    r = synth.GraphemeRenderer(fonts)
+    r = synthetic.GraphemeRenderer(fonts)
     text = load_class_map().compose(15, 1, 0)
     img = r.render(text, np.random.default_rng(0))
     assert img.shape == (IMAGE_HEIGHT, IMAGE_WIDTH) and img.dtype == np.uint8
@@ -209,7 +291,7 @@ def test_renderer_output_and_pickling(fonts):
 
 def test_cli_synth(tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["synth", str(out), "--train-rows", "8", "--test-rows", "4", "--seed", "1", "--files", "1", "--quiet"]
+    args = ["synth", str(out), "--train-rows", "8", "--test-rows", "4", "--seed", "1", "--files", "1", "--no-progress"]
     assert main(args) == 0
     line = capsys.readouterr().out.strip()
     assert "8 train + 4 test" in line and "images/s" in line

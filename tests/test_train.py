@@ -4,6 +4,7 @@ Tiny settings throughout (32 px, b0, batch 16, 2 steps per epoch) on the session
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -21,7 +22,9 @@ from bengali_kit.components import COMPONENTS
 from bengali_kit.errors import DataError
 from bengali_kit.metrics import component_recalls
 from bengali_kit.model import load_checkpoint, load_model
-from bengali_kit.train import HISTORY_COLUMNS, CacheDataset, TrainConfig, split_indices, train
+from bengali_kit.datasets import CacheDataset, read_val_ids, split_indices
+from bengali_kit.engine import HISTORY_COLUMNS, Schedule
+from bengali_kit.train import TrainConfig, train
 from bengali_kit.train_config import add_config_arguments, config_from_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,12 +79,15 @@ def _rescore(run: Path) -> dict:
     with torch.no_grad():
         x = torch.from_numpy(np.asarray(images[val])).unsqueeze(1).float() / 255
         pred = torch.stack([z.argmax(1) for z in model(x)], 1).numpy()
+    val_ids = read_val_ids(run / "val_ids.csv")  # the run's own record of its validation images
+    assert np.array_equal(np.sort(val_ids), np.sort(np.asarray(ids).astype(str)[val]))
     return {"n_val": len(val), **component_recalls(labels[val], pred)}
 
 
 # ---------------------------------------------------------------- a run
 def test_run_writes_checkpoints_history_curves_config(run_a, synth_dir):
-    for name in ("best.pt", "last.pt", "history.csv", "curves.png", "config.json", "val_per_class.csv"):
+    for name in ("best.pt", "last.pt", "history.csv", "curves.png", "config.json", "val_per_class.csv",
+                 "val_ids.csv"):
         assert (run_a / name).is_file(), name
     hist = pd.read_csv(run_a / "history.csv")
     assert list(hist.columns) == list(HISTORY_COLUMNS) and hist["epoch"].tolist() == [1, 2]
@@ -104,7 +110,7 @@ def test_run_writes_checkpoints_history_curves_config(run_a, synth_dir):
         assert best["scores"][k] == pytest.approx(again[k], abs=1e-9), k
 
     last = load_checkpoint(run_a / "last.pt")
-    assert {"optimizer", "scheduler", "scaler", "rng", "epoch", "step", "history"} <= set(last)
+    assert {"optimizer", "scaler", "rng", "epoch", "step", "history", "seconds"} <= set(last)
     assert last["epoch"] == 2 and last["step"] == 4 and len(last["history"]) == 2
     per_class = pd.read_csv(run_a / "val_per_class.csv")
     assert set(per_class["component"]) == set(COMPONENTS)
@@ -233,8 +239,6 @@ def test_cache_dataset_reads_lazily_and_pickles_without_the_array(tmp_path):
 
 
 def test_config_round_trips_through_dict_and_argparse():
-    import argparse
-
     cfg = TrainConfig(data_dir="d", out_dir="o", loss_weights=(1, 1, 1), affine_scale=[0.8, 1.2], max_steps=3)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="unknown"):
@@ -268,3 +272,71 @@ def test_plots_write_pngs(run_a, tmp_path):
     plt.close(fig)
     with pytest.raises(ValueError, match="lacks column"):
         plot_history(pd.DataFrame({"epoch": [1]}))
+
+
+# ---------------------------------------------------------------- schedule, time budget, divergence
+def test_schedule_follows_steps_or_the_clock_whichever_is_further():
+    s = Schedule("onecycle", total_steps=100, warmup=0.1)
+    assert s.factor(0.0) == pytest.approx(1 / 25) and s.factor(0.1) == pytest.approx(1.0)
+    assert s.factor(1.0) == pytest.approx(1e-4) and s.factor(0.55) == pytest.approx(0.5, abs=1e-3)
+    assert s.progress(50, 1e6) == 0.5 and not s.done(99, 0.0) and s.done(100, 0.0)
+    timed = Schedule("cosine", total_steps=100, warmup=0.0, budget_s=60.0)
+    assert timed.progress(10, 30.0) == 0.5 and timed.progress(80, 30.0) == 0.8 and timed.done(1, 60.0)
+    assert Schedule("constant", 10, 0.5).factor(0.3) == 1.0
+    with pytest.raises(ValueError, match="schedule"):
+        Schedule("linear", 10, 0.1)
+
+
+def test_time_budget_stops_the_run_and_anneals_the_lr(synth_dir, cache_dir, tmp_path):
+    # a budget far below one epoch's time: the run stops after its first step or so, validates and saves,
+    # with the lr annealed to the end of its schedule (progress follows the clock)
+    run = train(_cfg(synth_dir, tmp_path / "t", cache_dir, epochs=50, max_steps=None, time_budget=1e-3,
+                     schedule="cosine", warmup=0.0))
+    last = load_checkpoint(run / "last.pt")
+    hist = pd.read_csv(run / "history.csv")
+    assert last["epoch"] == 1 and 1 <= last["step"] < 10 and len(hist) == 1
+    assert hist["lr"].iloc[0] < 1e-6 and 0 <= hist["val_weighted"].iloc[0] <= 1
+    assert last["seconds"] >= 1e-3 and (run / "best.pt").is_file()
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_writes_no_model(synth_dir, cache_dir, tmp_path, capsys):
+    out = tmp_path / "nan"
+    argv = ["train", "--data", str(synth_dir), "--out", str(out), "--cache-dir", str(cache_dir), "--size", "32",
+            "--epochs", "1", "--batch-size", "8", "--max-steps", "4", "--lr", "1e6", "--no-progress",
+            "--preprocess-workers", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "diverged" in err and "--lr" in err and "step" in err
+    assert not (out / "best.pt").exists() and not (out / "last.pt").exists()
+
+
+# ---------------------------------------------------------------- presets: what the user typed wins
+@pytest.mark.parametrize("typed, field, value", [
+    (["--epochs", "2"], "epochs", 2),  # 2 is the dataclass default: typed, it still beats kaggle's 40
+    (["--val-fraction", "0.2"], "val_fraction", 0.2),  # likewise against kaggle's 0.05
+    (["--no-amp"], "amp", False),
+])
+def test_typed_options_win_over_the_preset_even_when_equal_to_the_default(typed, field, value):
+    p = argparse.ArgumentParser()
+    add_config_arguments(p)
+    cfg = config_from_args(p.parse_args(["--data", "d", "--preset", "kaggle", *typed]))
+    assert getattr(cfg, field) == value
+    assert cfg.model == "efficientnet-b3" and cfg.image_size == 128  # what was not typed comes from the preset
+    untyped = config_from_args(p.parse_args(["--data", "d", "--preset", "kaggle"]))
+    assert (untyped.epochs, untyped.val_fraction) == (40, 0.05)
+    plain = config_from_args(p.parse_args(["--data", "d"]))
+    assert plain == TrainConfig(data_dir="d") and plain.epochs == 2
+
+
+def test_val_ids_round_trip(tmp_path):
+    from bengali_kit.datasets import write_val_ids
+
+    ids = np.array(["Train_3", "Train_10", "x"])
+    path = write_val_ids(tmp_path, ids)
+    assert path.name == "val_ids.csv" and path.read_text().splitlines()[0] == "image_id"
+    assert np.array_equal(read_val_ids(path), ids)
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="bad.csv.*image_id"):
+        read_val_ids(tmp_path / "bad.csv")
+    with pytest.raises(DataError, match="not found"):
+        read_val_ids(tmp_path / "missing.csv")

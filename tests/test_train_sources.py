@@ -15,14 +15,15 @@ TINY = dict(image_size=32, batch_size=8, epochs=1, max_steps=2, progress=False, 
 
 
 @pytest.fixture(scope="module")
-def real_folders(reference_dir, tmp_path_factory):
+def real_folders(real_slice_npz, tmp_path_factory):
     from bengali_kit.realdata import import_crops
 
     out = tmp_path_factory.mktemp("real") / "crops"
-    import_crops(reference_dir / "real_sample_64.npz", out, limit=100, files=1)
+    import_crops(real_slice_npz, out, limit=100, files=1)
     return out
 
 
+@pytest.mark.slow
 def test_val_data_then_init_with_head_warmup(real_folders, tmp_path):
     torch.set_num_threads(2)
     cache = tmp_path / "cache"
@@ -43,6 +44,7 @@ def test_val_data_then_init_with_head_warmup(real_folders, tmp_path):
     assert ck2["init_from"]["mode"] == "all"
 
 
+@pytest.mark.slow
 def test_synthetic_stream_needs_no_data_folder(tmp_path):
     torch.set_num_threads(2)
     run = train(TrainConfig(synthetic_stream=True, steps_per_epoch=2, out_dir=str(tmp_path / "s"),
@@ -58,5 +60,7 @@ def test_preset_fills_what_the_command_line_leaves_open():
     cfg = config_from_args(args)
     assert cfg.model == "efficientnet-b3" and cfg.image_size == 128 and cfg.ema_decay > 0
     assert cfg.epochs == 3  # given explicitly: the preset does not override it
-    with pytest.raises(ValueError, match="unknown preset"):
-        config_from_args(p.parse_args(["train", "--data", "d", "--preset", "nope"]))
+    with pytest.raises(SystemExit):  # argparse refuses a name that is not a preset
+        p.parse_args(["train", "--data", "d", "--preset", "nope"])
+    with pytest.raises(ValueError, match="unknown preset 'nope'; choose one of cpu-pretrain"):
+        TrainConfig.from_preset("nope")

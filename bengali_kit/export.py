@@ -1,0 +1,39 @@
+"""Turning a run's checkpoint into a small file to ship (``bengali-kit export``): the weights alone.
+
+A ``last.pt`` also holds the optimizer, the raw weights beside their EMA, RNG states and the history;
+inference and ``train --init`` need none of it. ``export`` keeps the weights that are validated (the EMA
+when the run kept one), the model config, image size, crop parameters and what the model card reports
+(scores, config, training seconds), optionally as float16 (half the size; loading casts back to float32).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+from .model import check_checkpoint, load_checkpoint, save_torch
+
+__all__ = ["export_weights", "KEEP"]
+
+#: What an exported checkpoint keeps besides the weights.
+KEEP = ("model_config", "image_size", "preprocess", "metric", "scores", "n_val", "train_config", "init_from",
+        "epoch", "step", "seconds", "data_source", "kit_version")
+
+
+def export_weights(src: str | Path, dst: str | Path, half: bool = True, overwrite: bool = False) -> dict:
+    """Write the shippable part of checkpoint ``src`` to ``dst``; returns the exported checkpoint."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not overwrite:
+        raise DataError(dst, "file exists (pass --overwrite to replace it)")
+    ckpt = load_checkpoint(src)
+    ema = ckpt.get("ema")
+    weights = ema["model"] if isinstance(ema, dict) and isinstance(ema.get("model"), dict) else ckpt["model"]
+    out = {k: ckpt[k] for k in KEEP if k in ckpt}
+    out["model"] = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in weights.items()}
+    out["exported_from"] = {"file": src.name, "weights": "ema" if weights is not ckpt["model"] else "raw"}
+    check_checkpoint(out, dst)  # finite, a state dict of tensors, a size the model takes
+    if half and any(v.is_floating_point() and not torch.isfinite(v).all() for v in out["model"].values()):
+        raise DataError(src, "weights overflow float16; export without --half")
+    save_torch(out, dst)
+    return out

@@ -1,0 +1,58 @@
+"""The shipped weights (``weights/*.pt``): each listed in the model card with its sha256, loadable by every
+command, and as good on real crops as the card says."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bengali_kit.cli import main
+from bengali_kit.model import load_model
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+# a model-card row: | `file.pt` | size | `sha256` | slice weighted recall | ...
+ROW = re.compile(r"^\|\s*`(?P<file>[\w.-]+\.pt)`\s*\|[^|]*\|\s*`(?P<sha>[0-9a-f]{64})`\s*\|\s*(?P<slice>[0-9.]+)\s*\|")
+
+
+def _card() -> dict[str, dict]:
+    text = (WEIGHTS / "README.md").read_text() if (WEIGHTS / "README.md").is_file() else ""
+    return {m["file"]: {"sha": m["sha"], "slice": float(m["slice"])}
+            for m in map(ROW.match, text.splitlines()) if m}
+
+
+def test_every_shipped_file_is_in_the_model_card_and_matches_its_sha256():
+    card, files = _card(), sorted(p.name for p in WEIGHTS.glob("*.pt"))
+    assert sorted(card) == files, "weights/README.md must list exactly the files in weights/"
+    assert len(files) <= 2
+    for name in files:
+        data = (WEIGHTS / name).read_bytes()
+        assert len(data) <= 10 * 1024 * 1024, f"{name}: over 10 MB"
+        assert hashlib.sha256(data).hexdigest() == card[name]["sha"], f"{name}: sha256 differs from the card"
+
+
+@pytest.fixture(scope="module")
+def slice_folder(real_slice_npz, tmp_path_factory) -> Path:
+    """240 of the vendored real crops (4 of each of 60 triples: import-crops' train/ of the slice)."""
+    out = tmp_path_factory.mktemp("slice") / "crops"
+    assert main(["import-crops", str(real_slice_npz), str(out), "--files", "1"]) == 0
+    return out / "train"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(_card()))
+def test_shipped_weights_load_and_score_what_the_card_says(name, slice_folder, tmp_path):
+    model, ck = load_model(WEIGHTS / name)
+    assert ck["image_size"] == 64 and model.cfg.name == "efficientnet-b0"
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--data", str(slice_folder), "--checkpoint", str(WEIGHTS / name), "--all",
+                 "--no-progress", "--device", "cpu", "--json", str(out)]) == 0
+    score = json.loads(out.read_text())["scores"]["weighted"]
+    assert score >= _card()[name]["slice"] - 0.005, f"{name}: {score:.4f} on the slice, card says more"
+    # and it starts a fine-tune (train --init reads float16 weights)
+    from bengali_kit.finetune import load_init_weights
+    from bengali_kit.model import ModelConfig, build_model
+
+    assert load_init_weights(build_model(ModelConfig(**ck["model_config"])), WEIGHTS / name).mode == "all"
