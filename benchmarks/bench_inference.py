@@ -22,9 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from _common import peak_rss_mib
-
 import numpy as np
+from _common import peak_rss_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -80,7 +79,7 @@ def _phase(name: str, args) -> dict:
     if name == "stream":
         folder = Path(args.stream_dir)
         t, n = time.perf_counter(), 0
-        for ids, images in preprocess.iter_preprocessed(folder, "test", size=args.size, batch_size=2048,
+        for ids, _images in preprocess.iter_preprocessed(folder, "test", size=args.size, batch_size=2048,
                                                         workers=1):
             n += len(ids)
         return {"seconds": time.perf_counter() - t, "n": n}

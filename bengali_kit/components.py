@@ -57,7 +57,8 @@ class ClassMap:
 
         The reph goes before the root, ya-/ra-phala after it, then the vowel sign, then candrabindu.
         """
-        if not (0 <= root < len(self.roots) and 0 <= vowel < len(self.vowels) and 0 <= consonant < len(self.consonants)):
+        if not (0 <= root < len(self.roots) and 0 <= vowel < len(self.vowels)
+                and 0 <= consonant < len(self.consonants)):
             raise ValueError(f"labels out of range: root={root}, vowel={vowel}, consonant={consonant}")
         base = self.roots[root]
         prefix, suffix, tail = _CONSONANT_PARTS[consonant]

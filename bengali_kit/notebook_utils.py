@@ -45,7 +45,8 @@ def prepare_data(data_dir: str | Path | None, work_dir: str | Path, train_rows: 
     return out
 
 
-def sample_images(data_dir: str | Path, split: str = "train", n: int = 1000) -> tuple[np.ndarray, np.ndarray, pd.DataFrame | None]:
+def sample_images(data_dir: str | Path, split: str = "train",
+                  n: int = 1000) -> tuple[np.ndarray, np.ndarray, pd.DataFrame | None]:
     """The first ``n`` images of a split (parquets in order, streamed): ``(ids, uint8 (n, 137, 236), labels)``.
 
     ``labels``: the train.csv rows of those ids in the same order (for ``"train"``), else the synthetic

@@ -275,8 +275,8 @@ def import_crops(npz_path: str | Path, out_dir: str | Path, val_per_triple: int 
         for name, part in parts.items():
             test = parts["unseen" if name == "unseen" else "val"]  # each folder's test split: images it never trains on
             labels, key = _folder_frames(part, test)
-            write_competition_files(tmp / name, labels, key, frames[name], frames["unseen" if name == "unseen" else "val"],
-                                    files)
+            write_competition_files(tmp / name, labels, key, frames[name],
+                                    frames["unseen" if name == "unseen" else "val"], files)
 
     out = write_folders(out_dir, overwrite, write, owned=lambda name: name in ("train", "val", "unseen"))
     n_triples = len(np.unique(_triple_codes(crops.labels)))

@@ -32,8 +32,18 @@ from .datasets import build_sources, check_folder, set_stream_epoch, write_val_i
 from .device import resolve_device
 from .distributed import barrier, dist_env, is_dist
 from .ema import ModelEMA
-from .engine import (Clock, Schedule, TrainState, epoch_seed, rng_state, save_checkpoints, seed_everything,
-                     set_rng_state, train_one_epoch, validate)
+from .engine import (
+    Clock,
+    Schedule,
+    TrainState,
+    epoch_seed,
+    rng_state,
+    save_checkpoints,
+    seed_everything,
+    set_rng_state,
+    train_one_epoch,
+    validate,
+)
 from .errors import DataError
 from .files import atomic_write_text, os_problem
 from .finetune import load_init_weights
@@ -197,7 +207,8 @@ def _run(cfg: TrainConfig) -> Path:
         epoch = state.epoch
         sampler.set_epoch(epoch)
         set_stream_epoch(src.train_set, epoch)
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, disable=not show)
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+                   disable=not show)
         train_loss, _ = train_one_epoch(state, train_loader, schedule, clock, max_steps=steps_per_epoch,
                                         seed=epoch_seed(cfg.seed, epoch, rank, 0), bar=bar, log_every=cfg.log_every,
                                         head_only=epoch < cfg.head_warmup_epochs)
@@ -207,7 +218,8 @@ def _run(cfg: TrainConfig) -> Path:
         val_loss = math.nan
         if last or state.epoch % cfg.val_every == 0:
             scores, val_loss, y_pred = validate(state, val_loader, src.val_labels, src.val_positions)
-            bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_recall=f"{scores['weighted']:.4f}")
+            bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
+                            val_recall=f"{scores['weighted']:.4f}")
         bar.close()
         state.history.append({"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": val_loss,
                               "val_weighted": scores["weighted"] if scores else math.nan,

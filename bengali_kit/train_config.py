@@ -26,8 +26,8 @@ RUNTIME_FIELDS = frozenset({"data_dir", "out_dir", "cache_dir", "num_workers", "
 _FLAGS = {"data_dir": "--data", "out_dir": "--out", "image_size": "--size", "val_data_dir": "--val-data"}
 
 
-def _f(default: Any, help: str, type: Any = None, choices: tuple | None = None):
-    meta = {"help": help, "type": type, "choices": choices}
+def _f(default: Any, help_text: str, parse: Any = None, choices: tuple | None = None):
+    meta = {"help": help_text, "type": parse, "choices": choices}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -40,19 +40,19 @@ class TrainConfig:
     data_dir: str = _f("", "competition folder (train.csv + train_image_data_*.parquet)")
     out_dir: str = _f("runs/run", "run folder: config.json, last.pt, best.pt, history.csv, curves.png")
     cache_dir: str | None = _f(None, "folder of the preprocessed uint8 cache (default <out>/cache); share it "
-                                     "between runs to preprocess once", type=str)
+                                     "between runs to preprocess once", parse=str)
     image_size: int = _f(64, "side of the preprocessed square images in pixels")
     model: str = _f("efficientnet-b0", "EfficientNet variant, efficientnet-b0 .. efficientnet-b7")
     pooling: str = _f("gem", "global pooling of the backbone features", choices=("gem", "avg"))
     dropout: float = _f(0.2, "dropout before the neck")
     bn_momentum: float = _f(0.1, "momentum of every batch norm's running statistics (efficientnet-pytorch "
                                  "uses 0.01, too slow for short runs: eval-mode predictions stay constant)")
-    imagenet_weights: str | None = _f(None, "local efficientnet-pytorch ImageNet .pth to initialise from", type=str)
+    imagenet_weights: str | None = _f(None, "local efficientnet-pytorch ImageNet .pth to initialise from", parse=str)
     batch_size: int = _f(64, "images per step (per process under torchrun)")
     epochs: int = _f(2, "number of epochs")
-    max_steps: int | None = _f(None, "cap on training steps per epoch (tiny runs, smoke tests)", type=int)
+    max_steps: int | None = _f(None, "cap on training steps per epoch (tiny runs, smoke tests)", parse=int)
     time_budget: float | None = _f(None, "stop after this many seconds of training (or --epochs, whichever comes "
-                                         "first); the learning-rate schedule then follows the clock", type=float)
+                                         "first); the learning-rate schedule then follows the clock", parse=float)
     val_every: int = _f(1, "validate every N epochs (and after the last)")
     optimizer: str = _f("adamw", "optimizer", choices=("adamw", "lars"))
     lr: float = _f(2e-3, "peak learning rate")
@@ -63,10 +63,10 @@ class TrainConfig:
                        choices=("onecycle", "cosine", "constant"))
     warmup: float = _f(0.1, "warm-up length as a fraction of all steps")
     grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
-    loss_weights: tuple = _f((2.0, 1.0, 1.0), "weights of the root, vowel and consonant losses", type=float)
+    loss_weights: tuple = _f((2.0, 1.0, 1.0), "weights of the root, vowel and consonant losses", parse=float)
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropies")
     affine_degrees: float = _f(8.0, "random rotation range in degrees (+-)")
-    affine_scale: tuple = _f((0.9, 1.1), "random scale range (min max)", type=float)
+    affine_scale: tuple = _f((0.9, 1.1), "random scale range (min max)", parse=float)
     affine_translate: float = _f(0.06, "random shift range as a fraction of the image side (+-)")
     affine_shear: float = _f(8.0, "random shear range in degrees (+-)")
     cutmix_p: float = _f(0.3, "probability that a batch gets cutmix")
@@ -75,9 +75,9 @@ class TrainConfig:
     val_fraction: float = _f(0.2, "validation fraction, stratified by grapheme root (when n_folds is 0)")
     n_folds: int = _f(0, "k-fold split stratified by grapheme root (0: use val_fraction)")
     fold: int = _f(0, "which fold is the validation set when n_folds > 0")
-    seed: int = _f(0, "random seed (split, initialisation, shuffling, augmentation)", type=non_negative_int)
+    seed: int = _f(0, "random seed (split, initialisation, shuffling, augmentation)", parse=non_negative_int)
     num_workers: int = _f(0, "DataLoader worker processes")
-    preprocess_workers: int | None = _f(None, "processes for building the cache (default: all cores)", type=int)
+    preprocess_workers: int | None = _f(None, "processes for building the cache (default: all cores)", parse=int)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)")
     amp: bool = _f(True, "mixed precision (CUDA only; ignored on the CPU)")
     channels_last: bool = _f(True, "channels_last memory format (CUDA only)")
@@ -87,10 +87,10 @@ class TrainConfig:
     progress: bool = _f(True, "show progress bars")
     # fine-tuning, other data sources and presets (bengali_kit.finetune / sources / presets)
     init: str | None = _f(None, "start from this checkpoint's weights: all of them when the architecture "
-                                "matches, else the backbone (and neck/heads when they fit)", type=str)
+                                "matches, else the backbone (and neck/heads when they fit)", parse=str)
     head_warmup_epochs: int = _f(0, "first epochs where only pooling, neck and heads train (backbone frozen)")
     val_data_dir: str | None = _f(None, "validate on every labelled image of this folder and train on all "
-                                        "of --data (e.g. import-crops' val/ and train/)", type=str)
+                                        "of --data (e.g. import-crops' val/ and train/)", parse=str)
     synthetic_stream: bool = _f(False, "train on graphemes rendered on the fly (no --data needed; validates "
                                        "on --val-data, else on --data, else on rendered images)")
     steps_per_epoch: int = _f(500, "batches per epoch with --synthetic-stream")
@@ -99,7 +99,7 @@ class TrainConfig:
     ema_decay: float = _f(0.0, "keep an EMA of the weights with this decay (e.g. 0.999); validated and "
                                "saved in place of the raw weights (0: off)")
     preset: str | None = _f(None, "named settings: " + ", ".join(PRESETS) + " (options you type win over "
-                                  "the preset's)", type=str, choices=tuple(PRESETS))
+                                  "the preset's)", parse=str, choices=tuple(PRESETS))
 
     def __post_init__(self) -> None:
         self.loss_weights = tuple(float(v) for v in self.loss_weights)

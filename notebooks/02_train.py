@@ -42,7 +42,7 @@ import os
 
 DATA_DIR = os.environ.get("BENGALI_KIT_NB_DATA") or None  # competition folder; None -> real crops
 REAL_NPZ = os.environ.get("BENGALI_KIT_NB_REAL") or None  # real crops; None -> the sample beside the checkout
-REAL_LIMIT = int(os.environ.get("BENGALI_KIT_NB_REAL_LIMIT", "1000"))  # crops imported (whole triples)
+REAL_LIMIT = int(os.environ.get("BENGALI_KIT_NB_REAL_LIMIT", "600"))  # crops imported (whole triples)
 INIT = "auto"  # starting weights: "auto" -> weights/synth-b0-64.pt; None -> from scratch
 WORK_DIR = os.environ.get("BENGALI_KIT_NB_WORK", "work")  # cache and run folder go here
 RUN_NAME = "run"  # the run folder is WORK_DIR/RUN_NAME (03_inference looks there for best.pt)

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bengali_kit.augment import (BatchAugmenter, affine_matrices, apply_affine, cutmix, mixup,
-                                 random_affine)
+from bengali_kit.augment import BatchAugmenter, affine_matrices, apply_affine, cutmix, mixup, random_affine
 from bengali_kit.losses import MixedTargets
 
 

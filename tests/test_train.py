@@ -19,11 +19,11 @@ import torch
 import bengali_kit.train as train_mod
 from bengali_kit.cli import main
 from bengali_kit.components import COMPONENTS
+from bengali_kit.datasets import CacheDataset, read_val_ids, split_indices
+from bengali_kit.engine import HISTORY_COLUMNS, Schedule
 from bengali_kit.errors import DataError
 from bengali_kit.metrics import component_recalls
 from bengali_kit.model import load_checkpoint, load_model
-from bengali_kit.datasets import CacheDataset, read_val_ids, split_indices
-from bengali_kit.engine import HISTORY_COLUMNS, Schedule
 from bengali_kit.train import TrainConfig, train
 from bengali_kit.train_config import add_config_arguments, config_from_args
 
