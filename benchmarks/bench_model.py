@@ -54,29 +54,29 @@ def _setup(spec: dict, kind: str):
     """Model, data and a step function for ``spec['mode']`` ("train" | "infer") of ``kind`` ("ours" | "seed")."""
     import torch
 
+    from bengali_kit.engine import TrainState, train_step
     from bengali_kit.losses import MultiHeadLoss
-    from bengali_kit.model import ModelConfig, build_model
+    from bengali_kit.model import ModelConfig, build_model, model_input
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(name=spec["name"])) if kind == "ours" else make_seed_style(spec["name"])
     b, s = spec["batch_size"], spec["size"]
-    x = torch.rand(b, 1, s, s)
+    images = torch.randint(0, 256, (b, s, s), dtype=torch.uint8)  # as the cache holds them
+    x = model_input(images)
     y = torch.stack([torch.randint(0, n, (b,)) for n in (168, 11, 7)], dim=1)
-    loss_fn = MultiHeadLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    # the kit's one training step (engine.train_step), without augmentation: both models step alike
+    state = TrainState(model=model, net=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+                       loss_fn=MultiHeadLoss(), augment=None, device=torch.device("cpu"), peak_lr=0.01)
 
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
+    def one_train_step():
+        train_step(state, images, y)
 
     def infer_step():
         with torch.inference_mode():
             model(x)
 
     model.train(spec["mode"] == "train")
-    return train_step if spec["mode"] == "train" else infer_step
+    return one_train_step if spec["mode"] == "train" else infer_step
 
 
 def measure(spec: dict) -> dict:

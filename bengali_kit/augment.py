@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .losses import MixedTargets
+
 __all__ = ["affine_matrices", "apply_affine", "random_affine", "cutmix", "mixup", "BatchAugmenter"]
 
 
@@ -76,8 +78,6 @@ def random_affine(x: torch.Tensor, degrees: float = 0.0, scale: Sequence[float] 
 
 
 def _mixed_targets(y_a: torch.Tensor, y_b: torch.Tensor, lam: float):
-    from .losses import MixedTargets  # lazy: augment works (and is tested) without the loss module
-
     return MixedTargets(y_a, y_b, float(lam))
 
 

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -121,8 +122,6 @@ def _read_row_group(path: Path, pf: pq.ParquetFile, rg: int, pixel_idx: list[int
     Each block is transposed and written into its slice of the output, so besides the output only one
     block (``_COLUMN_BLOCK`` × rows) is held: a whole-file row group reads into ``out`` at little extra cost.
     """
-    import cv2
-
     n = pf.metadata.row_group(rg).num_rows
     reader = pf.reader
     ids = _ids_of(path, reader.read_row_group(rg, column_indices=[0]).column(0))

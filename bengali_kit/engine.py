@@ -142,7 +142,7 @@ class TrainState:
     net: nn.Module  # what the training forward pass calls: ``model``, or it wrapped in DDP
     optimizer: torch.optim.Optimizer
     loss_fn: MultiHeadLoss
-    augment: BatchAugmenter
+    augment: BatchAugmenter | None  # None: the batch as it comes
     device: torch.device
     peak_lr: float
     ema: ModelEMA | None = None
@@ -214,7 +214,7 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor) ->
     """One optimizer step on a batch: augment on the device, forward, backward, step, EMA. Returns the loss."""
     x = state.to_input(images)
     y = labels.to(state.device, non_blocking=True)
-    x, targets = state.augment(x, y)
+    x, targets = state.augment(x, y) if state.augment is not None else (x, y)
     with state.autocast():
         loss = state.loss_fn(state.net(x), targets)
     if not torch.isfinite(loss.detach()).item():
@@ -245,7 +245,8 @@ def train_one_epoch(state: TrainState, loader: Sequence, schedule: Schedule, clo
     state.net.train()
     set_head_only(state.model, head_only)
     seed_everything(seed)
-    state.augment.reseed(seed + 1)
+    if state.augment is not None:
+        state.augment.reseed(seed + 1)
     total, count = torch.zeros((), dtype=torch.float64, device=state.device), 0
     for i, (images, labels) in enumerate(loader):
         if i >= max_steps:

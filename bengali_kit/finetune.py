@@ -15,6 +15,7 @@ from typing import Iterator
 from torch import nn
 
 from .errors import DataError
+from .model import _unwrap, load_checkpoint
 
 __all__ = ["InitReport", "load_init_weights", "set_backbone_trainable", "head_only", "set_head_only", "init_summary"]
 
@@ -54,8 +55,6 @@ def load_init_weights(model: nn.Module, ckpt_path: str | Path) -> InitReport:
 
     DataError when not even the backbone fits (another EfficientNet variant).
     """
-    from .model import _unwrap, load_checkpoint
-
     path = Path(ckpt_path)
     ckpt = load_checkpoint(path)
     src = ckpt["model"]
@@ -82,8 +81,6 @@ def load_init_weights(model: nn.Module, ckpt_path: str | Path) -> InitReport:
 
 def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
     """Switch gradients of the backbone's parameters on or off (pooling, neck and heads stay trainable)."""
-    from .model import _unwrap
-
     for p in _unwrap(model).backbone.parameters():
         p.requires_grad_(trainable)
 
@@ -92,8 +89,6 @@ def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
 def head_only(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     """Within the block, only the pooling, neck and heads learn; the backbone's batch norms keep their
     statistics (call ``model.train()`` before entering). Restores everything on exit."""
-    from .model import _unwrap
-
     if not enabled:
         yield
         return
@@ -113,8 +108,6 @@ def set_head_only(model: nn.Module, enabled: bool) -> None:
 
     Frozen: no gradients to the backbone and its batch norms in eval mode (statistics kept).
     """
-    from .model import _unwrap
-
     bare = _unwrap(model)
     set_backbone_trainable(bare, not enabled)
     if enabled:

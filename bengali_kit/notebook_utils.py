@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .data import image_parquets, iter_image_batches, read_train_csv
 from .errors import DataError
+from .synthetic import write_competition_folder
+from .train import train
 
 __all__ = ["prepare_data", "sample_images", "checkpoint_or_train", "find_file", "REPO_CANDIDATES"]
 
@@ -31,8 +34,6 @@ def prepare_data(data_dir: str | Path | None, work_dir: str | Path, train_rows: 
         if not (data_dir / "train.csv").is_file() and not (data_dir / "test.csv").is_file():
             raise DataError(data_dir, "not a competition folder (no train.csv or test.csv)")
         return data_dir
-    from .synthetic import write_competition_folder
-
     out = Path(work_dir) / f"synth_{train_rows}_{test_rows}_s{seed}"
     if all((out / f).is_file() for f in _SYNTH_DONE) and any(out.glob("test_image_data_*.parquet")):
         return out
@@ -53,8 +54,6 @@ def sample_images(data_dir: str | Path, split: str = "train",
     answer key ``test_labels.csv`` when the folder has one, else None. Train rows are in random label
     order in the competition files, so the first rows are a fair sample.
     """
-    from .data import image_parquets, iter_image_batches, read_train_csv
-
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     data_dir = Path(data_dir)
@@ -92,8 +91,6 @@ def checkpoint_or_train(checkpoint: str | Path | None, search: list[str | Path],
             return Path(candidate)
     if cfg is None:
         raise DataError(Path(search[0]) if search else Path("."), "no checkpoint found and nothing to train")
-    from .train import train
-
     return Path(train(cfg)) / "best.pt"
 
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import font_manager
+from matplotlib.colors import LinearSegmentedColormap
+from PIL import ImageFont, features
 
-from .components import COMPONENTS
+from .components import COMPONENTS, N_CLASSES, load_class_map
 from .files import atomic_path
+from .synthetic import find_bengali_fonts
 
 __all__ = ["plot_history", "plot_per_class_recall", "plot_worst_classes", "save_figure",
            # EDA and image figures
@@ -25,8 +30,6 @@ _SHORT = {"grapheme_root": "root", "vowel_diacritic": "vowel", "consonant_diacri
 
 def _pyplot():
     # No matplotlib.use(): without a display matplotlib picks Agg itself; in a notebook it keeps inline.
-    import matplotlib.pyplot as plt
-
     return plt
 
 
@@ -169,8 +172,6 @@ def bengali_font(font: str | Path | None = None) -> Path | None:
         return Path(font)
     if "auto" not in _font_cache:
         try:
-            from .synthetic import find_bengali_fonts
-
             fonts = find_bengali_fonts()
         except RuntimeError:
             fonts = []
@@ -181,13 +182,9 @@ def bengali_font(font: str | Path | None = None) -> Path | None:
 
 
 def _pil_font(path: str | Path | None, size: int):
-    from PIL import ImageFont, features
-
     key = (str(path), size)
     if key not in _font_cache:
         if path is None:  # matplotlib's own DejaVu Sans: always there, covers Latin and arrows
-            from matplotlib import font_manager
-
             path = font_manager.findfont("DejaVu Sans")
         layout = ImageFont.Layout.RAQM if features.check("raqm") else ImageFont.Layout.BASIC
         _font_cache[key] = ImageFont.truetype(str(path), size, layout_engine=layout)
@@ -241,8 +238,6 @@ def _show_text(ax, text: str, font=None, fallback: str = "", height: int = 48, c
         ax.text(0.5, 0.5, fallback or text or "-", ha="center", va="center", fontsize=9, color=color,
                 transform=ax.transAxes)
         return
-    from matplotlib.colors import LinearSegmentedColormap
-
     cmap = LinearSegmentedColormap.from_list("ink", ["white", color])
     # pad to a fixed aspect so every label shows at the same scale, centred in its axes
     h, w = img.shape
@@ -261,8 +256,6 @@ def _finish(fig, path):
 def plot_class_counts(labels: pd.DataFrame, path: str | Path | None = None):
     """Images per class for each component (train.csv): roots sorted by count show the long tail."""
     _require(labels, COMPONENTS, "labels")
-    from .components import N_CLASSES
-
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), width_ratios=(4, 1.2, 1))
     for ax, comp, n in zip(axes, COMPONENTS, N_CLASSES):
@@ -288,8 +281,6 @@ def plot_class_counts(labels: pd.DataFrame, path: str | Path | None = None):
 
 
 def _grapheme_table(labels: pd.DataFrame) -> pd.DataFrame:
-    from .components import load_class_map
-
     counts = labels.groupby(list(COMPONENTS)).size().rename("count").reset_index()
     if "grapheme" in labels.columns:
         first = labels.drop_duplicates(list(COMPONENTS)).set_index(list(COMPONENTS))["grapheme"]
@@ -334,8 +325,6 @@ def plot_component_samples(images: np.ndarray, labels: pd.DataFrame | np.ndarray
     ``classes`` default: the ``max_classes`` most frequent in ``labels``. ``ink_bright``: images are
     preprocessed (ink bright on black) and are shown inverted, like the raw scans.
     """
-    from .components import load_class_map
-
     if component not in COMPONENTS:
         raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}")
     j = COMPONENTS.index(component)

@@ -30,8 +30,10 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
+import cv2
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from . import data
 from .errors import DataError
@@ -128,8 +130,6 @@ def crop_resize_reference(image: np.ndarray, size: int = 128, **params: Any) -> 
     side = max(ch, cw) + p.margin
     top_pad, left_pad = (side - ch) // 2, (side - cw) // 2
     square = np.pad(crop, ((top_pad, side - ch - top_pad), (left_pad, side - cw - left_pad)))
-    import cv2
-
     return cv2.resize(square, (size, size), interpolation=INTERPOLATIONS[p.interpolation])
 
 
@@ -139,8 +139,6 @@ _LEVELS = 255 - np.arange(256, dtype=np.int64)  # inverted value of each raw pix
 
 def _crop_chunk(images: np.ndarray, size: int, p: CropParams) -> tuple[np.ndarray, int]:
     """Crop/resize a (n, H, W) uint8 chunk in this process; returns (n, size, size) and the blank count."""
-    import cv2
-
     n, h, w = images.shape
     out = np.zeros((n, size, size), dtype=np.uint8)
     if n == 0:
@@ -354,8 +352,6 @@ def build_cache(data_dir: str | Path, split: str, size: int = 128, out_dir: str 
     An existing cache whose manifest matches the sources (paths, sizes, mtimes) and parameters is reused
     unless ``force``. ``out_dir`` defaults to ``<data_dir>/cache``; ``workers`` to the number of CPUs.
     """
-    from tqdm.auto import tqdm
-
     size, p, workers = _check_size(size), CropParams.make(**params), _check_workers(workers)
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
