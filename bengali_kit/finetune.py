@@ -2,22 +2,20 @@
 
 ``load_init_weights`` copies what fits: everything when the architectures agree; otherwise the backbone
 (and the neck and heads too when those fit, e.g. when only the pooling differs), and says which.
-``head_only`` freezes the backbone (weights and batch-norm statistics) for warm-up epochs, so that fresh
+``set_head_only`` freezes the backbone (weights and batch-norm statistics) for warm-up epochs, so that fresh
 heads do not send large gradients into pretrained features.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from torch import nn
 
 from .errors import DataError
 from .model import _unwrap, load_checkpoint
 
-__all__ = ["InitReport", "load_init_weights", "set_backbone_trainable", "head_only", "set_head_only", "init_summary"]
+__all__ = ["InitReport", "load_init_weights", "set_backbone_trainable", "set_head_only"]
 
 
 @dataclass
@@ -85,24 +83,6 @@ def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
         p.requires_grad_(trainable)
 
 
-@contextlib.contextmanager
-def head_only(model: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Within the block, only the pooling, neck and heads learn; the backbone's batch norms keep their
-    statistics (call ``model.train()`` before entering). Restores everything on exit."""
-    if not enabled:
-        yield
-        return
-    bare = _unwrap(model)
-    set_backbone_trainable(bare, False)
-    was_training = bare.backbone.training
-    bare.backbone.eval()
-    try:
-        yield
-    finally:
-        set_backbone_trainable(bare, True)
-        bare.backbone.train(was_training)
-
-
 def set_head_only(model: nn.Module, enabled: bool) -> None:
     """Freeze (``enabled``) or unfreeze the backbone for an epoch; call after ``model.train()``.
 
@@ -113,7 +93,3 @@ def set_head_only(model: nn.Module, enabled: bool) -> None:
     if enabled:
         bare.backbone.eval()
 
-
-def init_summary(report: InitReport | None) -> dict | None:
-    """What ``config.json`` records as ``init_from``."""
-    return None if report is None else report.to_dict()

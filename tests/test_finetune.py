@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bengali_kit.errors import DataError
-from bengali_kit.finetune import head_only, load_init_weights
+from bengali_kit.finetune import load_init_weights, set_head_only
 from bengali_kit.model import ModelConfig, build_model, save_checkpoint
 
 
@@ -66,13 +66,15 @@ def test_head_only_trains_only_the_heads():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.SGD([p for p in model.parameters()], lr=0.1)
     x = torch.rand(4, 1, 32, 32)
-    with head_only(model):
-        assert not model.backbone.training
-        loss = sum(z.sum() for z in model(x))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    set_head_only(model, True)  # a warm-up epoch
+    assert not model.backbone.training and not any(p.requires_grad for p in model.backbone.parameters())
+    loss = sum(z.sum() for z in model(x))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
     after = model.state_dict()
     assert _same(after, before, "backbone.")  # weights and batch-norm statistics unchanged
     assert not torch.equal(after["heads.0.weight"], before["heads.0.weight"])
+    set_head_only(model, False)  # the next epoch: model.train() then everything learns again
+    model.train()
     assert all(p.requires_grad for p in model.parameters()) and model.backbone.training
