@@ -2,30 +2,21 @@
 with the copy inlined into the rendered kernel (the two must behave the same)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from test_package import load_kernel  # the rendered kernel as a module, shared
 
-from bengali_kit.kaggle import kernel_source, search
+from bengali_kit.kaggle import search
 
 SLUG = "my-slug-b0"
-
-
-def _kernel_module(folder: Path):
-    path = folder / "kernel.py"
-    path.write_text(kernel_source(SLUG), encoding="utf-8")
-    spec = importlib.util.spec_from_file_location("bk_kernel_search_under_test", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(params=["kit", "kernel"])
 def finder(request, tmp_path_factory):
     """The search functions: the kit's module, or the kernel's inlined copy."""
-    return search if request.param == "kit" else _kernel_module(tmp_path_factory.mktemp("kernel"))
+    return search if request.param == "kit" else load_kernel(tmp_path_factory.mktemp("kernel"), SLUG)
 
 
 def _package(folder: Path, dataset_id: str = f"someone/{SLUG}") -> Path:

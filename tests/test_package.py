@@ -264,7 +264,8 @@ def test_offline_kernel_run_in_fresh_venv(built, tmp_path):
     assert "kernel: device cpu" in log
 
 
-def _load_kernel(tmp_path: Path, slug: str = "my-slug"):
+def load_kernel(tmp_path: Path, slug: str = "my-slug"):
+    """The kernel script rendered for ``slug`` into ``tmp_path``, imported as a module."""
     path = tmp_path / "kernel.py"
     path.write_text(kernel_source(slug), encoding="utf-8")
     spec = importlib.util.spec_from_file_location("bk_kernel_under_test", path)
@@ -277,7 +278,7 @@ def test_rendered_kernel_is_self_contained_and_takes_overrides(tmp_path, monkeyp
     text = kernel_source("my-slug")
     assert "from bengali_kit.kaggle.search import" not in text  # the search is inlined, not imported
     assert "def find_input(" in text and 'DATASET_SLUG = "my-slug"' in text
-    kernel = _load_kernel(tmp_path)
+    kernel = load_kernel(tmp_path)
     monkeypatch.setenv("BENGALI_KIT_INPUT_ROOT", str(tmp_path / "input"))
     monkeypatch.setenv("BENGALI_KIT_TTA", "1")
     args = kernel.parse_args(["--output-dir", str(tmp_path / "out"), "-f", "ignored.json"])
@@ -290,7 +291,7 @@ def test_rendered_kernel_is_self_contained_and_takes_overrides(tmp_path, monkeyp
 
 
 def test_kernel_names_the_wheel_folder_when_pip_fails(tmp_path, monkeypatch):
-    kernel = _load_kernel(tmp_path)
+    kernel = load_kernel(tmp_path)
     pkg = tmp_path / "pkg"
     (pkg / "wheels").mkdir(parents=True)
     (pkg / "wheels" / KIT_WHEEL).write_bytes(b"not a wheel")
