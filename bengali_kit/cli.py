@@ -248,7 +248,8 @@ def _add_import_crops(p: argparse.ArgumentParser) -> None:
     p.add_argument("npz", help="npz of real crops (e.g. real_sample_64.npz)")
     p.add_argument("out_dir", help="folder to write train/ and val/ competition folders into")
     p.add_argument("--val-per-triple", type=non_negative_int, default=1,
-                   help="images of each (root, vowel, consonant) triple sent to val/ (a triple keeps >= 1 for train)")
+                   help="images of each (root, vowel, consonant) triple sent to val/ (a triple keeps >= 1 for train); "
+                        "0: every crop to train/, no val/ (to train a model on all of them)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the split")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="import only whole triples (first seen first) up to this many crops, e.g. for a quick test")
@@ -272,8 +273,9 @@ def _run_import_crops(args: argparse.Namespace) -> int:
                        unseen_fraction=args.unseen_fraction)
     unseen = (f", {rep.n_unseen} of {rep.n_unseen_triples} held-out triples -> {rep.unseen_dir}"
               if rep.unseen_dir else "")
+    val = f", {rep.n_val} -> {rep.val_dir}" if rep.val_dir else ""
     print(f"{rep.n_train + rep.n_val + rep.n_unseen} crops of {rep.n_triples} triples: "
-          f"{rep.n_train} -> {rep.train_dir}, {rep.n_val} -> {rep.val_dir}{unseen}")
+          f"{rep.n_train} -> {rep.train_dir}{val}{unseen}")
     return 0
 
 

@@ -182,7 +182,8 @@ class Sources:
 
 
 def _folder(cfg: Any, data_dir: str, cache_dir: Path, is_main: bool):
-    npy, ids, crop = prepare_cache(data_dir, cache_dir, cfg.image_size, is_main=is_main, progress=cfg.progress,
+    npy, ids, crop = prepare_cache(data_dir, preprocess.folder_cache_dir(cache_dir, data_dir, cfg.image_size),
+                                   cfg.image_size, is_main=is_main, progress=cfg.progress,
                                    workers=cfg.preprocess_workers)
     rows, labels, row_ids = folder_labels(data_dir, ids)
     return npy, rows, labels, row_ids, crop
@@ -212,7 +213,7 @@ def build_sources(cfg: Any, rank: int = 0, world: int = 1) -> Sources:
         return Sources(CacheDataset(npy, rows[tr], labels[tr]), CacheDataset(npy, rows[va][shard], labels[va][shard]),
                        labels[va], shard, row_ids[va], crop, len(tr))
     if val_dir:
-        npy, rows, labels, row_ids, _ = _folder(cfg, val_dir, cfg.cache_path / "val", is_main)
+        npy, rows, labels, row_ids, _ = _folder(cfg, val_dir, cfg.cache_path, is_main)
         shard = np.arange(len(rows))[rank::world]
         val_set: Dataset = CacheDataset(npy, rows[shard], labels[shard])
     else:  # no real folder: a fixed rendered set, seeded apart from the training stream

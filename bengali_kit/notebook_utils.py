@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import plots
+from .components import ClassMap
 from .data import image_parquets, iter_image_batches, read_train_csv
 from .errors import DataError
 from .synthetic import write_competition_folder
 from .train import train
 
-__all__ = ["prepare_data", "sample_images", "checkpoint_or_train", "find_file", "REPO_CANDIDATES"]
+__all__ = ["prepare_data", "sample_images", "checkpoint_or_train", "find_file", "show_predictions", "REPO_CANDIDATES"]
 
 #: Files a finished synthetic folder has (write_competition_folder writes the csv files first).
 _SYNTH_DONE = ("train.csv", "test.csv", "class_map.csv", "sample_submission.csv", "test_labels.csv")
@@ -111,3 +113,18 @@ def find_file(*relative: str, roots: tuple = REPO_CANDIDATES) -> Path | None:
             if path.is_file():
                 return path
     return None
+
+
+def show_predictions(images: np.ndarray, ids, pred: np.ndarray, truth: np.ndarray | None, class_map: ClassMap,
+                     title: str, ncols: int = 8):
+    """Images under the graphemes their predicted (root, vowel, consonant) labels compose; with ``truth``,
+    green when all three components are right and red otherwise, the true labels below."""
+    pred = np.asarray(pred)
+    texts = [class_map.compose(*map(int, p)) for p in pred]
+    captions = [f"{i}: {'-'.join(map(str, p))}" for i, p in zip(ids, pred)]
+    colors = None
+    if truth is not None:
+        truth = np.asarray(truth)
+        colors = ["green" if ok else "red" for ok in (truth == pred).all(axis=1)]
+        captions = [f"{c}\ntrue {'-'.join(map(str, t))}" for c, t in zip(captions, truth)]
+    return plots.plot_labelled_images(images, texts, captions, colors, ncols=ncols, title=title)

@@ -61,21 +61,24 @@ def plot_history(history: pd.DataFrame | str | Path, path: str | Path | None = N
     fig, (ax_loss, ax_rec) = plt.subplots(1, 2, figsize=(10, 3.8))
     epochs = history["epoch"].to_numpy()
     marker = "o" if len(epochs) <= 30 else None
+    # with --val-every N only every N-th epoch has validation figures: those rows draw the validation lines
+    validated = history[history["val_weighted"].notna()]
+    val_epochs = validated["epoch"].to_numpy()
     ax_loss.plot(epochs, history["train_loss"], marker=marker, label="train")
-    ax_loss.plot(epochs, history["val_loss"], marker=marker, label="validation")
+    ax_loss.plot(val_epochs, validated["val_loss"], marker=marker, label="validation")
     ax_loss.set(title="loss", xlabel="epoch", ylabel="weighted cross-entropy")
     ax_loss.legend()
-    ax_rec.plot(epochs, history["val_weighted"], marker=marker, linewidth=2.5, color="black",
+    ax_rec.plot(val_epochs, validated["val_weighted"], marker=marker, linewidth=2.5, color="black",
                 label="weighted (metric)")
     for comp in COMPONENTS:
         col = f"val_{comp}"
         if col in history:
-            ax_rec.plot(epochs, history[col], marker=marker, label=_SHORT[comp])
-    best = int(np.nanargmax(history["val_weighted"].to_numpy())) if len(history) else None
+            ax_rec.plot(val_epochs, validated[col], marker=marker, label=_SHORT[comp])
+    best = int(np.argmax(validated["val_weighted"].to_numpy())) if len(validated) else None
     if best is not None:
-        ax_rec.axvline(epochs[best], color="gray", linestyle=":", linewidth=1)
-        ax_rec.set_title(f"validation macro recall (best {history['val_weighted'].iloc[best]:.4f} "
-                         f"at epoch {epochs[best]})")
+        ax_rec.axvline(val_epochs[best], color="gray", linestyle=":", linewidth=1)
+        ax_rec.set_title(f"validation macro recall (best {validated['val_weighted'].iloc[best]:.4f} "
+                         f"at epoch {val_epochs[best]})")
     else:
         ax_rec.set_title("validation macro recall")
     ax_rec.set(xlabel="epoch", ylabel="recall", ylim=(0, 1.02))

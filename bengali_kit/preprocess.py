@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -315,6 +316,24 @@ def cache_paths(out_dir: str | Path, split: str, size: int) -> tuple[Path, Path,
     out_dir = Path(out_dir)
     stem = f"{split}_{size}"
     return out_dir / f"{stem}.npy", out_dir / f"{stem}_ids.csv", out_dir / f"{stem}.json"
+
+
+def folder_cache_dir(cache_dir: str | Path, data_dir: str | Path, size: int, split: str = "train") -> Path:
+    """Where the ``split`` cache of ``data_dir`` lives in a cache folder that several data folders share.
+
+    ``cache_dir`` itself when its cache was made from this folder's parquets (e.g. by ``bengali-kit preprocess
+    --out cache_dir``), else ``cache_dir/<folder name>-<hash of its path>``: two data folders never share one
+    cache file, which each would rebuild in turn (under the other's running job, too).
+    """
+    cache_dir = Path(cache_dir)
+    try:
+        made_from = {s["path"] for s in json.loads(cache_paths(cache_dir, split, size)[2].read_text())["sources"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        made_from = None
+    if made_from is not None and made_from == {str(p.resolve()) for p in data.image_parquets(data_dir, split)}:
+        return cache_dir
+    folder = Path(data_dir).resolve()
+    return cache_dir / f"{folder.name}-{hashlib.sha1(str(folder).encode()).hexdigest()[:8]}"
 
 
 def _sources(paths: list[Path]) -> list[dict[str, Any]]:

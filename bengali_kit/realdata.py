@@ -222,7 +222,7 @@ class ImportReport:
 
     out_dir: Path
     train_dir: Path
-    val_dir: Path
+    val_dir: Path | None  # None with ``val_per_triple=0``: every crop went to train/
     n_train: int
     n_val: int
     n_triples: int
@@ -251,7 +251,9 @@ def import_crops(npz_path: str | Path, out_dir: str | Path, val_per_triple: int 
     ``out_dir/unseen``; train/ and val/ are split from the other triples.
 
     ``val/train.csv`` labels the validation images, so ``evaluate --all`` on ``val/`` scores all of them;
-    the test split of both folders is the validation images, answer key in ``test_labels.csv``. A non-empty
+    the test split of both folders is the validation images, answer key in ``test_labels.csv``. With
+    ``val_per_triple=0`` every crop goes to ``train/`` (to train a model on all of them), no ``val/`` is written
+    and ``train/``'s test split is its own images. A non-empty
     ``out_dir`` is refused unless ``overwrite``, which replaces ``train/`` and ``val/`` whole (other entries
     are kept); a failure or interruption leaves ``out_dir`` as it was. Bad input raises ``DataError``
     naming the file, bad arguments ``ValueError``.
@@ -264,23 +266,27 @@ def import_crops(npz_path: str | Path, out_dir: str | Path, val_per_triple: int 
     held = holdout_triples(crops.labels, unseen_fraction, seed) if unseen_fraction else np.zeros(len(crops), bool)
     seen = np.flatnonzero(~held)
     train_idx, val_idx = split_by_triple(crops.labels[seen], val_per_triple=val_per_triple, seed=seed)
-    if len(val_idx) == 0:
-        raise ValueError("no validation images: every triple has a single crop or --val-per-triple is 0")
-    parts = {"train": crops.subset(seen[train_idx]), "val": crops.subset(seen[val_idx])}
+    if len(val_idx) == 0 and val_per_triple > 0:
+        raise ValueError("no validation images: every triple has a single crop")
+    parts = {"train": crops.subset(seen[train_idx])}
+    if len(val_idx):
+        parts["val"] = crops.subset(seen[val_idx])
     if held.any():
         parts["unseen"] = crops.subset(np.flatnonzero(held))
     frames = {name: place_crops(part.images, placed_size) for name, part in parts.items()}
 
     def write(tmp: Path) -> None:
         for name, part in parts.items():
-            test = parts["unseen" if name == "unseen" else "val"]  # each folder's test split: images it never trains on
-            labels, key = _folder_frames(part, test)
-            write_competition_files(tmp / name, labels, key, frames[name],
-                                    frames["unseen" if name == "unseen" else "val"], files)
+            # each folder's test split: images it never trains on (train/'s own images when there is no val/)
+            test = "unseen" if name == "unseen" else "val" if "val" in parts else "train"
+            labels, key = _folder_frames(part, parts[test])
+            write_competition_files(tmp / name, labels, key, frames[name], frames[test], files)
 
     out = write_folders(out_dir, overwrite, write, owned=lambda name: name in ("train", "val", "unseen"))
     n_triples = len(np.unique(_triple_codes(crops.labels)))
     unseen = parts.get("unseen")
-    return ImportReport(out, out / "train", out / "val", len(parts["train"]), len(parts["val"]), n_triples,
+    val = parts.get("val")
+    return ImportReport(out, out / "train", out / "val" if val is not None else None, len(parts["train"]),
+                        len(val) if val is not None else 0, n_triples,
                         out / "unseen" if unseen is not None else None, len(unseen) if unseen is not None else 0,
                         len(np.unique(_triple_codes(unseen.labels))) if unseen is not None else 0)

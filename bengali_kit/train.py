@@ -228,10 +228,10 @@ def _run(cfg: TrainConfig) -> Path:
         if is_main:
             save_checkpoints(state, run, {**meta, "seconds": clock(), "rng": rng_state()}, scores, y_pred,
                              src.val_labels, save_last=save_last)
-            if scores:
-                tqdm.write(f"epoch {state.epoch}/{cfg.epochs}: val recall {scores['weighted']:.4f} ("
-                           + ", ".join(f"{c.split('_')[0]} {scores[c]:.4f}" for c in COMPONENTS)
-                           + f"), {clock():.0f}s")
+            seen = (f"val recall {scores['weighted']:.4f} ("
+                    + ", ".join(f"{c.split('_')[0]} {scores[c]:.4f}" for c in COMPONENTS) + ")"
+                    if scores else f"train loss {train_loss:.4f}")
+            tqdm.write(f"epoch {state.epoch}/{cfg.epochs}: {seen}, {clock():.0f}s")
         barrier()
     return run
 

@@ -40,7 +40,9 @@ class TrainConfig:
     data_dir: str = _f("", "competition folder (train.csv + train_image_data_*.parquet)")
     out_dir: str = _f("runs/run", "run folder: config.json, last.pt, best.pt, history.csv, curves.png")
     cache_dir: str | None = _f(None, "folder of the preprocessed uint8 cache (default <out>/cache); share it "
-                                     "between runs to preprocess once", parse=str)
+                                     "between runs to preprocess once (each data folder gets its own subfolder, "
+                                     "unless its cache is in the folder itself, as `preprocess --out` makes it)",
+                               parse=str)
     image_size: int = _f(64, "side of the preprocessed square images in pixels")
     model: str = _f("efficientnet-b0", "EfficientNet variant, efficientnet-b0 .. efficientnet-b7")
     pooling: str = _f("gem", "global pooling of the backbone features", choices=("gem", "avg"))

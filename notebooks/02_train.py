@@ -65,7 +65,7 @@ import pandas as pd
 from bengali_kit import plots
 from bengali_kit.components import load_class_map
 from bengali_kit.notebook_utils import find_file
-from bengali_kit.preprocess import build_cache, load_cache
+from bengali_kit.preprocess import build_cache, folder_cache_dir, load_cache
 from bengali_kit.realdata import import_crops
 from bengali_kit.train import TrainConfig, train
 
@@ -155,7 +155,7 @@ from bengali_kit.evaluation import evaluate
 result = evaluate(val_dir or data_dir, run_dir / "best.pt", device=DEVICE, batch_size=max(BATCH_SIZE, 64))
 print(result.summary(worst=5))
 if val_dir is not None:  # validation images come from the val folder's cache
-    cache, cache_ids = load_cache(cache_dir / "val", "train", IMAGE_SIZE)
+    cache, cache_ids = load_cache(folder_cache_dir(cache_dir, val_dir, IMAGE_SIZE), "train", IMAGE_SIZE)
 
 # %%
 class_map = load_class_map(data_dir / "class_map.csv")

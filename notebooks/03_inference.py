@@ -48,6 +48,9 @@ BATCH_SIZE = 128
 TTA = False  # average flip-free shifted/scaled views
 DEVICE = "auto"  # auto: CUDA when available
 N_SHOW = 16  # test images shown with their predictions
+REAL_WEIGHTS = "weights/real-b0-64.pt"  # the shipped model that reads real handwriting (a checkout's weights/)
+REAL_CROPS = ("../shared/reference/real_sample_64.npz", "tests/data/real_slice_64.npz")  # first found is used
+N_REAL = 32  # real crops shown
 IMAGE_SIZE = 32  # only used when a model has to be trained here
 EPOCHS = 2
 SYNTH_TRAIN_ROWS = 600  # size of the synthetic folder (ignored with DATA_DIR)
@@ -62,13 +65,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from bengali_kit import plots, submission
+from bengali_kit import submission
 from bengali_kit.components import COMPONENTS, load_class_map
 from bengali_kit.data import read_sample_submission
+from bengali_kit.evaluation import evaluate
 from bengali_kit.kaggle.search import MANIFEST, find_competition, find_package, locate
 from bengali_kit.metrics import component_recalls
 from bengali_kit.model import load_checkpoint
-from bengali_kit.notebook_utils import checkpoint_or_train, prepare_data, sample_images
+from bengali_kit.notebook_utils import checkpoint_or_train, find_file, prepare_data, sample_images, show_predictions
+from bengali_kit.realdata import import_crops
 from bengali_kit.train import TrainConfig
 
 work_dir = Path(WORK_DIR)
@@ -142,15 +147,8 @@ sub.assign(component=sub.row_id.str.extract(f"({'|'.join(COMPONENTS)})$")[0]).gr
 class_map = load_class_map(data_dir / "class_map.csv")
 ids, images, truth = sample_images(data_dir, "test", N_SHOW)
 pred = pd.DataFrame(result.labels, columns=list(COMPONENTS), index=result.image_ids).loc[ids].to_numpy()
-texts = [class_map.compose(*map(int, p)) for p in pred]
-captions = [f"{i}: {'-'.join(map(str, p))}" for i, p in zip(ids, pred)]
-colors = None
-if truth is not None:
-    right = (truth[list(COMPONENTS)].to_numpy() == pred).all(axis=1)
-    colors = ["green" if ok else "red" for ok in right]
-    captions = [f"{c}\ntrue {'-'.join(map(str, t))}" for c, t in zip(captions, truth[list(COMPONENTS)].to_numpy())]
-plots.plot_labelled_images(images, texts, captions, colors, ncols=8,
-                           title="test images and predicted graphemes (root-vowel-consonant)");
+show_predictions(images, ids, pred, None if truth is None else truth[list(COMPONENTS)].to_numpy(), class_map,
+                 title="test images and predicted graphemes (root-vowel-consonant)");
 
 # %%
 key_path = data_dir / "test_labels.csv"
@@ -160,6 +158,33 @@ if key_path.is_file():
     print("synthetic test set, macro recall:", {k: round(v, 4) for k, v in scores.items()})
 else:
     print("no answer key in", data_dir, "(real data): the leaderboard scores the submission")
+
+# %% [markdown]
+# ## The shipped model on real handwriting
+#
+# `weights/real-b0-64.pt` is efficientnet-b0 at 64 px, pretrained on rendered graphemes and fine-tuned on the
+# 6,460 real handwritten crops of the reference sample (`weights/README.md` has its commands). Here it reads
+# real crops placed on 137×236 frames like competition images (`import-crops`: one crop of each triple in
+# `val/`), through the same `evaluate` as a run's validation: green when root, vowel and consonant are all
+# right, red otherwise. These crops were among its training images, since every real crop in the kit was;
+# how well the recipe reads crops it never saw (the 4/1 split: 0.73 weighted recall) is in
+# `benchmarks/README.md`.
+
+# %%
+real_weights, real_crops = find_file(REAL_WEIGHTS), find_file(*REAL_CROPS)
+if real_weights is None or real_crops is None:
+    print("no", REAL_WEIGHTS if real_weights is None else " or ".join(REAL_CROPS), "here (a checkout has both)")
+else:
+    real_dir = import_crops(real_crops, work_dir / "real", val_per_triple=1, limit=N_REAL * 5, files=1,
+                            overwrite=True).val_dir
+    real = evaluate(real_dir, real_weights, all_images=True, device=DEVICE, progress=False)
+    print(real.summary(worst=0))
+    real_ids, real_images, real_truth = sample_images(real_dir, "train", N_REAL)
+    real_pred = pd.DataFrame(real.prediction.labels, columns=list(COMPONENTS),
+                             index=real.prediction.image_ids).loc[real_ids].to_numpy()
+    show_predictions(real_images, real_ids, real_pred, real_truth[list(COMPONENTS)].to_numpy(),
+                     load_class_map(real_dir / "class_map.csv"),
+                     title=f"real handwriting read by {real_weights.name} (true labels below each)");
 
 # %% [markdown]
 # ## On Kaggle

@@ -161,3 +161,19 @@ def test_unseen_triples_are_held_out_whole_and_every_class_stays_in_training(rea
     key = lambda df: set(map(tuple, df[list(COMPONENTS)].to_numpy()))  # noqa: E731
     assert not key(frames["unseen"]) & (key(frames["train"]) | key(frames["val"]))
     assert key(frames["val"]) <= key(frames["train"])
+
+
+def test_val_per_triple_zero_puts_every_crop_in_train(real_slice_npz, tmp_path, capsys):
+    """``--val-per-triple 0`` (to train a model on all the crops): one train/ folder, its own test split."""
+    rc = main(["import-crops", str(real_slice_npz), str(tmp_path / "all"), "--val-per-triple", "0",
+               "--limit", "100", "--files", "1"])
+    assert rc == 0
+    assert "100 crops of 20 triples: 100 -> " in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["train"]
+    train = read_train_csv(tmp_path / "all" / "train" / "train.csv")
+    key = pd.read_csv(tmp_path / "all" / "train" / "test_labels.csv")
+    test = read_test_csv(tmp_path / "all" / "train" / "test.csv")
+    assert len(train) == 100 and set(key.image_id) == set(test.image_id)
+    assert sorted(_triples(key)) == sorted(_triples(train)) and len(key) == 100
+    ids, images = read_images(image_parquets(tmp_path / "all" / "train", "test")[0])
+    assert len(ids) == 100 and images.dtype == np.uint8

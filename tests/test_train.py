@@ -274,6 +274,35 @@ def test_plots_write_pngs(run_a, tmp_path):
         plot_history(pd.DataFrame({"epoch": [1]}))
 
 
+def test_history_plot_with_val_every_skips_unvalidated_epochs(run_a):
+    """``--val-every 2``: epochs without validation have empty val columns; the curves draw the others."""
+    import matplotlib.pyplot as plt
+
+    from bengali_kit.plots import plot_history
+
+    h = pd.concat([pd.read_csv(run_a / "history.csv")] * 2, ignore_index=True).head(3)
+    h["epoch"] = [1, 2, 3]
+    h.loc[0, [c for c in h.columns if c.startswith("val_")]] = np.nan
+    h.loc[2, "val_weighted"] = h.loc[1, "val_weighted"] + 0.1
+    fig = plot_history(h)
+    rec = fig.axes[1]
+    assert rec.lines[0].get_xdata().tolist() == [2, 3]  # the weighted-recall line skips epoch 1
+    assert "at epoch 3" in rec.get_title()
+    plt.close(fig)
+    h.loc[:, "val_weighted"] = np.nan  # no validation yet (first epoch of --val-every 5): no best marked
+    assert plot_history(h).axes[1].get_title() == "validation macro recall"
+    plt.close("all")
+
+
+def test_val_every_validates_every_nth_epoch_and_the_last(synth_dir, cache_dir, tmp_path, capsys):
+    run = train(_cfg(synth_dir, tmp_path / "r", cache_dir, epochs=3, max_steps=1, val_every=2))
+    h = pd.read_csv(run / "history.csv")
+    assert h["val_weighted"].isna().tolist() == [True, False, False]  # epoch 2, and 3 as the last
+    assert (run / "curves.png").is_file() and load_checkpoint(run / "best.pt")["epoch"] in (2, 3)
+    out = capsys.readouterr().out
+    assert "epoch 1/3: train loss " in out and "epoch 2/3: val recall " in out
+
+
 # ---------------------------------------------------------------- schedule, time budget, divergence
 def test_schedule_follows_steps_or_the_clock_whichever_is_further():
     s = Schedule("onecycle", total_steps=100, warmup=0.1)

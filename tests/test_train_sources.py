@@ -64,3 +64,28 @@ def test_preset_fills_what_the_command_line_leaves_open():
         p.parse_args(["train", "--data", "d", "--preset", "nope"])
     with pytest.raises(ValueError, match="unknown preset 'nope'; choose one of cpu-pretrain"):
         TrainConfig.from_preset("nope")
+
+
+def test_folders_sharing_a_cache_dir_keep_their_own_caches(real_folders, tmp_path):
+    """One --cache-dir for several data folders: each has its own cache (no rebuild, no clash under a running
+    job), and a cache that ``preprocess`` made in the folder itself is used as it is."""
+    from bengali_kit.preprocess import build_cache, folder_cache_dir
+
+    cache = tmp_path / "cache"
+    train_dir, val_dir = real_folders / "train", real_folders / "val"
+    a, b = folder_cache_dir(cache, train_dir, 32), folder_cache_dir(cache, val_dir, 32)
+    assert a != b and a.parent == b.parent == cache and a.name.startswith("train-") and b.name.startswith("val-")
+    assert folder_cache_dir(cache, train_dir, 32) == a  # stable
+    first = build_cache(train_dir, "train", size=32, out_dir=a, workers=1, progress=False)
+    build_cache(val_dir, "train", size=32, out_dir=b, workers=1, progress=False)
+    again = build_cache(train_dir, "train", size=32, out_dir=folder_cache_dir(cache, train_dir, 32), workers=1,
+                        progress=False)
+    assert again.reused and first.images_path.read_bytes() == again.images_path.read_bytes()
+    build_cache(val_dir, "train", size=32, out_dir=cache, workers=1, progress=False)  # `preprocess --out cache`
+    assert folder_cache_dir(cache, val_dir, 32) == cache and folder_cache_dir(cache, train_dir, 32) == a
+    # a run reads its folders' caches from there: nothing rebuilt
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")}
+    run = train(TrainConfig(data_dir=str(train_dir), val_data_dir=str(val_dir), out_dir=str(tmp_path / "r"),
+                            cache_dir=str(cache), **TINY))
+    assert (run / "last.pt").is_file()
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")} == before

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from bengali_kit.cli import main
@@ -51,8 +52,33 @@ def test_shipped_weights_load_and_score_what_the_card_says(name, slice_folder, t
                  "--no-progress", "--device", "cpu", "--json", str(out)]) == 0
     score = json.loads(out.read_text())["scores"]["weighted"]
     assert score >= _card()[name]["slice"] - 0.005, f"{name}: {score:.4f} on the slice, card says more"
+    # predict: a submission for the folder's test split (its 60 validation crops), every row filled
+    sub = tmp_path / "submission.csv"
+    assert main(["predict", "--data", str(slice_folder), "--checkpoint", str(WEIGHTS / name), "--out", str(sub),
+                 "--no-progress", "--device", "cpu"]) == 0
+    rows = pd.read_csv(sub)
+    assert len(rows) == 3 * 60 and rows["target"].notna().all()
     # and it starts a fine-tune (train --init reads float16 weights)
     from bengali_kit.finetune import load_init_weights
     from bengali_kit.model import ModelConfig, build_model
 
     assert load_init_weights(build_model(ModelConfig(**ck["model_config"])), WEIGHTS / name).mode == "all"
+
+
+@pytest.mark.slow
+def test_shipped_weights_go_into_a_kaggle_package(tmp_path):
+    """``package --checkpoint weights/real-b0-64.pt --include-init weights/synth-b0-64.pt``: both bundled as
+    float16, listed in the manifest, loadable from the package."""
+    from bengali_kit.kaggle.search import MANIFEST
+
+    models = [n for n in sorted(_card()) if not n.startswith("synth-")] or sorted(_card())
+    out = tmp_path / "pkg"
+    assert main(["package", *[a for n in models for a in ("--checkpoint", str(WEIGHTS / n))], "--out", str(out),
+                 "--user", "someone", "--slug", "bengali-shipped", "--include-init",
+                 str(WEIGHTS / "synth-b0-64.pt")]) == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert [c["file"] for c in manifest["checkpoints"]] == [f"checkpoints/{n}" for n in models]
+    assert manifest["init_checkpoint"]["file"] == "init/synth-b0-64.pt"
+    for rel in [c["file"] for c in manifest["checkpoints"]] + ["init/synth-b0-64.pt"]:
+        model, ck = load_model(out / rel)
+        assert ck["image_size"] == 64
