@@ -68,11 +68,11 @@ def _assert_same_weights(a: dict, b: dict) -> None:
 def _rescore(run: Path) -> dict:
     """Score best.pt on the run's validation split, independently of the training loop."""
     from bengali_kit.data import read_train_csv
-    from bengali_kit.preprocess import load_cache
+    from bengali_kit.preprocess import folder_cache_dir, load_cache
 
     model, ckpt = load_model(run / "best.pt")
     cfg = TrainConfig.from_dict(ckpt["train_config"])
-    images, ids = load_cache(cfg.cache_dir, "train", cfg.image_size)
+    images, ids = load_cache(folder_cache_dir(cfg.cache_dir, cfg.data_dir, cfg.image_size), "train", cfg.image_size)
     df = read_train_csv(Path(cfg.data_dir) / "train.csv").set_index("image_id").loc[np.asarray(ids).astype(str)]
     labels = df[list(COMPONENTS)].to_numpy()
     _, val = split_indices(labels[:, 0], cfg.val_fraction, cfg.n_folds, cfg.fold, cfg.seed)
