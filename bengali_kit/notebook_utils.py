@@ -115,11 +115,12 @@ def find_file(*relative: str, roots: tuple = REPO_CANDIDATES) -> Path | None:
     return None
 
 
-def show_predictions(images: np.ndarray, ids, pred: np.ndarray, truth: np.ndarray | None, class_map: ClassMap,
+def show_predictions(images: np.ndarray, ids, prediction, truth: np.ndarray | None, class_map: ClassMap,
                      title: str, ncols: int = 8):
-    """Images under the graphemes their predicted (root, vowel, consonant) labels compose; with ``truth``,
-    green when all three components are right and red otherwise, the true labels below."""
-    pred = np.asarray(pred)
+    """Images under the graphemes that ``prediction`` (a ``PredictionResult`` covering ``ids``) composes for
+    them; with ``truth``, green when all three components are right and red otherwise, the true labels below."""
+    position = pd.Series(np.arange(len(prediction.image_ids)), index=prediction.image_ids)
+    pred = prediction.labels[position.loc[list(ids)].to_numpy()]
     texts = [class_map.compose(*map(int, p)) for p in pred]
     captions = [f"{i}: {'-'.join(map(str, p))}" for i, p in zip(ids, pred)]
     colors = None

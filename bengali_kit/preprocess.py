@@ -326,11 +326,9 @@ def folder_cache_dir(cache_dir: str | Path, data_dir: str | Path, size: int, spl
     cache file, which each would rebuild in turn (under the other's running job, too).
     """
     cache_dir = Path(cache_dir)
-    try:
-        made_from = {s["path"] for s in json.loads(cache_paths(cache_dir, split, size)[2].read_text())["sources"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        made_from = None
-    if made_from is not None and made_from == {str(p.resolve()) for p in data.image_parquets(data_dir, split)}:
+    manifest = _read_manifest(cache_paths(cache_dir, split, size)[2]) or {}
+    made_from = [s.get("path") for s in manifest.get("sources", []) if isinstance(s, dict)]
+    if made_from and made_from == [s["path"] for s in _sources(data.image_parquets(data_dir, split))]:
         return cache_dir
     folder = Path(data_dir).resolve()
     return cache_dir / f"{folder.name}-{hashlib.sha1(str(folder).encode()).hexdigest()[:8]}"
@@ -344,10 +342,18 @@ def _sources(paths: list[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def _up_to_date(manifest_path: Path, images_path: Path, ids_path: Path, expected: dict[str, Any]) -> dict | None:
+def _read_manifest(path: Path) -> dict | None:
+    """A cache manifest's contents, or None when it is missing or unreadable."""
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _up_to_date(manifest_path: Path, images_path: Path, ids_path: Path, expected: dict[str, Any]) -> dict | None:
+    manifest = _read_manifest(manifest_path)
+    if manifest is None:
         return None
     if any(manifest.get(k) != v for k, v in expected.items()):
         return None

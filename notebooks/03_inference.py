@@ -146,8 +146,7 @@ sub.assign(component=sub.row_id.str.extract(f"({'|'.join(COMPONENTS)})$")[0]).gr
 # %%
 class_map = load_class_map(data_dir / "class_map.csv")
 ids, images, truth = sample_images(data_dir, "test", N_SHOW)
-pred = pd.DataFrame(result.labels, columns=list(COMPONENTS), index=result.image_ids).loc[ids].to_numpy()
-show_predictions(images, ids, pred, None if truth is None else truth[list(COMPONENTS)].to_numpy(), class_map,
+show_predictions(images, ids, result, None if truth is None else truth[list(COMPONENTS)].to_numpy(), class_map,
                  title="test images and predicted graphemes (root-vowel-consonant)");
 
 # %%
@@ -180,9 +179,7 @@ else:
     real = evaluate(real_dir, real_weights, all_images=True, device=DEVICE, progress=False)
     print(real.summary(worst=0))
     real_ids, real_images, real_truth = sample_images(real_dir, "train", N_REAL)
-    real_pred = pd.DataFrame(real.prediction.labels, columns=list(COMPONENTS),
-                             index=real.prediction.image_ids).loc[real_ids].to_numpy()
-    show_predictions(real_images, real_ids, real_pred, real_truth[list(COMPONENTS)].to_numpy(),
+    show_predictions(real_images, real_ids, real.prediction, real_truth[list(COMPONENTS)].to_numpy(),
                      load_class_map(real_dir / "class_map.csv"),
                      title=f"real handwriting read by {real_weights.name} (true labels below each)");
 
