@@ -160,7 +160,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="competition folder with train.csv and train parquets")
-    p.add_argument("--checkpoint", required=True, help="checkpoint to score")
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="checkpoint to score (repeat to score the average of several models, as predict makes it)")
     p.add_argument("--all", dest="all_images", action="store_true",
                    help="score every labelled image, not only the run's validation images (val_ids.csv beside "
                         "the checkpoint)")
@@ -186,7 +187,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(res.summary(worst=args.worst))
     print(res.prediction.summary())
     if args.json:
-        record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "subset": res.subset,
+        ckpts = [str(c) for c in args.checkpoint]
+        record = {"checkpoint": ckpts[0] if len(ckpts) == 1 else ckpts, "data": str(args.data), "subset": res.subset,
                   "n_images": int(res.n_images), "tta": bool(args.tta),
                   "scores": {k: float(v) for k, v in res.scores.items()}}
         atomic_write_text(args.json, json.dumps(record, indent=1) + "\n")

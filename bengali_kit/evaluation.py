@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -79,14 +80,32 @@ def validation_ids(checkpoint: str | Path, labelled: set[str], labels_path: Path
     return set(real)
 
 
-def evaluate(data_dir: str | Path, checkpoint: str | Path, all_images: bool = False, batch_size: int = 256,
-             device: str = "auto", tta: bool = False, progress: bool = True) -> EvaluationResult:
-    """Score ``checkpoint`` on the labelled images of ``data_dir`` (train.csv + train parquets).
+def _shared_validation_ids(checkpoints: list[Path], labelled: set[str], labels_path: Path) -> set[str]:
+    """The validation ids of several checkpoints, which must all have validated on the same images."""
+    first = validation_ids(checkpoints[0], labelled, labels_path)
+    for other in checkpoints[1:]:
+        if validation_ids(other, labelled, labels_path) != first:
+            raise DataError(other.parent / VAL_IDS, f"lists other validation images than "
+                                                    f"{checkpoints[0].parent / VAL_IDS}: an average can only be "
+                                                    "scored on images none of its models trained on; pass --all "
+                                                    "to score every labelled image")
+    return first
+
+
+def evaluate(data_dir: str | Path, checkpoint: str | Path | Sequence[str | Path], all_images: bool = False,
+             batch_size: int = 256, device: str = "auto", tta: bool = False,
+             progress: bool = True) -> EvaluationResult:
+    """Score ``checkpoint`` (or the average of several, as ``predict`` makes it) on the labelled images of
+    ``data_dir`` (train.csv + train parquets).
 
     By default only the run's validation images (``val_ids.csv`` beside the checkpoint) are scored, so the
-    figure is not inflated by training images; ``all_images=True`` scores every labelled image.
+    figure is not inflated by training images; several checkpoints must share them. ``all_images=True``
+    scores every labelled image.
     """
-    data_dir, checkpoint = Path(data_dir), Path(checkpoint)
+    data_dir = Path(data_dir)
+    checkpoints = [Path(checkpoint)] if isinstance(checkpoint, (str, Path)) else [Path(c) for c in checkpoint]
+    if not checkpoints:
+        raise ValueError("evaluate needs at least one checkpoint")
     labels_path = data_dir / "train.csv"
     labels_df = read_train_csv(labels_path)
     if len(labels_df) == 0:
@@ -95,13 +114,13 @@ def evaluate(data_dir: str | Path, checkpoint: str | Path, all_images: bool = Fa
     if all_images:
         keep, subset = labelled, "all labelled images"
     else:
-        keep = validation_ids(checkpoint, labelled, labels_path)
+        keep = _shared_validation_ids(checkpoints, labelled, labels_path)
         subset = f"the run's validation images, {VAL_IDS}"
     missing = keep - set(np.concatenate([parquet_ids(f) for f in image_parquets(data_dir, "train")]).tolist())
     if missing:  # checked on the id column alone, before any image is decoded
         raise DataError(labels_path, f"{len(missing)} labelled image_id(s) have no image in the "
                                      f"train parquets, e.g. {str(sorted(missing)[0])!r}")
-    res = predict_images(data_dir, "train", [checkpoint], batch_size=batch_size, device=device, tta=tta,
+    res = predict_images(data_dir, "train", checkpoints, batch_size=batch_size, device=device, tta=tta,
                          progress=progress, keep=keep)
     truth = labels_df.set_index("image_id").loc[res.image_ids]
     y_true = labels_array(truth.reset_index())

@@ -233,6 +233,46 @@ def test_ensemble_averages_probabilities_across_preprocessings(synth_dir, tiny_c
                                    atol=1e-5)
 
 
+def test_evaluate_scores_the_average_of_several_checkpoints(synth_dir, tiny_checkpoint, tmp_path, capsys):
+    """Repeated --checkpoint: evaluate scores the softmax average that predict would submit, on the
+    validation images the runs share; runs that validated on other images are refused."""
+    import json
+    import shutil
+
+    torch.manual_seed(2)
+    ids = read_train_csv(synth_dir / "train.csv")["image_id"].tolist()
+    runs = []
+    for name, model in (("a", None), ("b", build_model(ModelConfig(neck_dim=16)))):
+        ckpt = tmp_path / name / "best.pt"
+        ckpt.parent.mkdir()
+        if model is None:
+            shutil.copy(tiny_checkpoint, ckpt)
+        else:
+            save_checkpoint(ckpt, model, image_size=32, n_val=50)
+        pd.DataFrame({"image_id": ids[:50]}).to_csv(ckpt.parent / "val_ids.csv", index=False)
+        runs.append(ckpt)
+    one = [evaluation.evaluate(synth_dir, c, all_images=True, device="cpu", progress=False) for c in runs]
+    both = evaluation.evaluate(synth_dir, runs, all_images=True, device="cpu", progress=False)
+    assert both.prediction.n_models == 2 and both.n_images == 400
+    for c in COMPONENTS:
+        np.testing.assert_allclose(both.prediction.probabilities[c],
+                                   (one[0].prediction.probabilities[c] + one[1].prediction.probabilities[c]) / 2,
+                                   atol=1e-5)
+    assert not (one[0].prediction.labels == one[1].prediction.labels).all()  # the average is of two opinions
+    shared = evaluation.evaluate(synth_dir, runs, device="cpu", progress=False)  # val_ids.csv, shared by both
+    assert sorted(shared.prediction.image_ids.tolist()) == sorted(ids[:50])
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "--data", str(synth_dir), "--checkpoint", str(runs[0]), "--checkpoint", str(runs[1]),
+                 "--device", "cpu", "--no-progress", "--worst", "0", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["checkpoint"] == [str(r) for r in runs] and record["n_images"] == 50
+    assert record["scores"]["weighted"] == pytest.approx(shared.scores["weighted"])
+    assert "with 2 model(s)" in capsys.readouterr().out
+    pd.DataFrame({"image_id": ids[50:100]}).to_csv(runs[1].parent / "val_ids.csv", index=False)
+    with pytest.raises(DataError, match=r"b/val_ids.csv: lists other validation images than .*a/val_ids.csv.*--all"):
+        evaluation.evaluate(synth_dir, runs, device="cpu", progress=False)
+
+
 def test_tta_views_are_flip_free_shifts_and_scales():
     x = torch.zeros(2, 1, 32, 32)
     x[:, :, 8:12, 20:26] = 1.0  # an asymmetric stroke, right of centre
