@@ -216,7 +216,11 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor) ->
     y = labels.to(state.device, non_blocking=True)
     x, targets = state.augment(x, y) if state.augment is not None else (x, y)
     with state.autocast():
-        loss = state.loss_fn(state.net(x), targets)
+        if state.loss_fn.grapheme_weight > 0:  # the grapheme head trains alongside (through DDP's forward)
+            logits, graphemes = state.net(x, with_grapheme=True)
+            loss = state.loss_fn(logits, targets, graphemes)
+        else:
+            loss = state.loss_fn(state.net(x), targets)
     if not torch.isfinite(loss.detach()).item():
         raise TrainingDiverged(f"training diverged: the loss is {float(loss.detach())} at step {state.step + 1} "
                                f"(lr {state.lr:.3g}); try a lower --lr")

@@ -1,13 +1,14 @@
-"""The training loss: weighted cross-entropy over the three heads, mixup/cutmix aware."""
+"""The training loss: weighted cross-entropy over the three heads (plus an optional grapheme head), mixup/cutmix
+aware."""
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .components import METRIC_WEIGHTS
+from .components import METRIC_WEIGHTS, N_CLASSES, grapheme_index
 
 
 class MixedTargets(NamedTuple):
@@ -27,37 +28,69 @@ class MultiHeadLoss(nn.Module):
     Normalised by the sum of the weights so the loss stays on the scale of one cross-entropy whatever
     the weights (a learning rate tuned for 2:1:1 still fits 1:1:1). Default weights = the metric's 2:1:1.
     ``label_smoothing`` is passed to ``F.cross_entropy``.
+
+    ``grapheme_weight`` > 0 adds ``grapheme_weight * CE`` of a fourth head over whole graphemes (the real
+    triples of :func:`~bengali_kit.components.grapheme_index`; a triple absent from them adds nothing).
     """
 
-    def __init__(self, weights: Sequence[float] = METRIC_WEIGHTS, label_smoothing: float = 0.0):
+    def __init__(self, weights: Sequence[float] = METRIC_WEIGHTS, label_smoothing: float = 0.0,
+                 grapheme_weight: float = 0.0):
         super().__init__()
         weights = tuple(float(w) for w in weights)
         if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"weights must be three non-negative numbers with a positive sum, got {weights}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if grapheme_weight < 0:
+            raise ValueError(f"grapheme_weight must be >= 0, got {grapheme_weight}")
         self.weights = weights
         self.label_smoothing = float(label_smoothing)
+        self.grapheme_weight = float(grapheme_weight)
+        self._grapheme_index = torch.from_numpy(grapheme_index().copy()) if grapheme_weight else None
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # Per-sample losses in float32 (logits may be float16 under AMP).
+        # Per-sample losses in float32 (logits may be float16 under AMP); -100 targets give 0.
         return F.cross_entropy(logits.float(), target, reduction="none", label_smoothing=self.label_smoothing)
+
+    def grapheme_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, 3) labels -> (B,) grapheme classes, -100 for a triple absent from the real data."""
+        if self._grapheme_index is None:
+            raise ValueError("this loss has no grapheme head (grapheme_weight is 0)")
+        if self._grapheme_index.device != labels.device:
+            self._grapheme_index = self._grapheme_index.to(labels.device)
+        flat = (labels[:, 0] * N_CLASSES[1] + labels[:, 1]) * N_CLASSES[2] + labels[:, 2]
+        return self._grapheme_index[flat]
+
+    def _batch_ce(self, logits: torch.Tensor, targets: torch.Tensor | MixedTargets,
+                  target_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy of ``logits`` against ``target_of(labels)``, mixed for MixedTargets; batch mean."""
+        if isinstance(targets, MixedTargets):
+            lam = targets.lam
+            if isinstance(lam, torch.Tensor):
+                lam = lam.to(device=logits.device, dtype=torch.float32)
+            return (lam * self._ce(logits, target_of(targets.y_a))
+                    + (1 - lam) * self._ce(logits, target_of(targets.y_b))).mean()
+        return self._ce(logits, target_of(targets)).mean()
 
     def per_head(self, logits: Sequence[torch.Tensor], targets: torch.Tensor | MixedTargets) -> list[torch.Tensor]:
         """The three (mixed) cross-entropies, each averaged over the batch."""
         if len(logits) != 3:
             raise ValueError(f"expected 3 logit tensors, got {len(logits)}")
-        if isinstance(targets, MixedTargets):
-            lam = targets.lam
-            if isinstance(lam, torch.Tensor):
-                lam = lam.to(device=logits[0].device, dtype=torch.float32)
-            return [(lam * self._ce(z, targets.y_a[:, k]) + (1 - lam) * self._ce(z, targets.y_b[:, k])).mean()
-                    for k, z in enumerate(logits)]
-        if targets.ndim != 2 or targets.shape[1] != 3:
+        if not isinstance(targets, MixedTargets) and (targets.ndim != 2 or targets.shape[1] != 3):
             raise ValueError(f"targets must have shape (B, 3), got {tuple(targets.shape)}")
-        return [self._ce(z, targets[:, k]).mean() for k, z in enumerate(logits)]
+        return [self._batch_ce(z, targets, lambda y, k=k: y[:, k]) for k, z in enumerate(logits)]
 
-    def forward(self, logits: Sequence[torch.Tensor], targets: torch.Tensor | MixedTargets) -> torch.Tensor:
-        """Scalar loss; ``logits`` is a :class:`~bengali_kit.model.Logits` (or any 3 tensors in order)."""
+    def grapheme_loss(self, logits: torch.Tensor, targets: torch.Tensor | MixedTargets) -> torch.Tensor:
+        """The (mixed) cross-entropy of the grapheme head, averaged over the batch."""
+        return self._batch_ce(logits, targets, self.grapheme_targets)
+
+    def forward(self, logits: Sequence[torch.Tensor], targets: torch.Tensor | MixedTargets,
+                grapheme_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar loss; ``logits`` is a :class:`~bengali_kit.model.Logits` (or any 3 tensors in order), and
+        ``grapheme_logits`` the grapheme head's (training with ``grapheme_weight`` > 0; without them, as in
+        validation, the loss is the three heads' alone)."""
         losses = self.per_head(logits, targets)
-        return sum(w * l for w, l in zip(self.weights, losses)) / sum(self.weights)
+        loss = sum(w * l for w, l in zip(self.weights, losses)) / sum(self.weights)
+        if grapheme_logits is not None:
+            loss = loss + self.grapheme_weight * self.grapheme_loss(grapheme_logits, targets)
+        return loss

@@ -6,7 +6,8 @@ Design (why it differs from the seed):
   instead of going through the 1000-way ImageNet classifier, whose ``_fc`` is not built at all:
   the ImageNet logits are a bottleneck with no meaning for graphemes.
 - Pooling (GeM or average) -> flatten -> dropout -> neck ``Linear(C, neck_dim) -> BatchNorm1d -> SiLU``
-  -> three ``Linear(neck_dim, n)`` heads (168, 11, 7).
+  -> three ``Linear(neck_dim, n)`` heads (168, 11, 7), and optionally, for training only, a fourth over whole
+     graphemes (``grapheme_classes``: the 1,292 real triples).
 - Input: float (B, 1, S, S) in [0, 1], ink bright on black (the preprocessed uint8 cache / 255). The model
   normalises with fixed ``INPUT_MEAN``/``INPUT_STD`` buffers (non-persistent: not in the state dict), so
   training and inference cannot disagree on normalisation.
@@ -67,6 +68,7 @@ class ModelConfig:
     dropout: float = 0.2
     neck_dim: int = 512
     n_classes: tuple[int, int, int] = (168, 11, 7)
+    grapheme_classes: int = 0  # > 0: an auxiliary head over whole graphemes, used in training only
 
     def __post_init__(self) -> None:
         self.n_classes = tuple(int(n) for n in self.n_classes)  # type: ignore[assignment]
@@ -80,6 +82,8 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.neck_dim < 1:
             raise ValueError(f"neck_dim must be >= 1, got {self.neck_dim}")
+        if self.grapheme_classes < 0:
+            raise ValueError(f"grapheme_classes must be >= 0, got {self.grapheme_classes}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
@@ -159,6 +163,8 @@ class BengaliNet(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.neck = nn.Sequential(nn.Linear(channels, cfg.neck_dim), nn.BatchNorm1d(cfg.neck_dim), nn.SiLU())
         self.heads = nn.ModuleList(nn.Linear(cfg.neck_dim, n) for n in cfg.n_classes)
+        # Outside ``heads``: predictions never use it, and a checkpoint without it still fits the three heads.
+        self.grapheme_head = nn.Linear(cfg.neck_dim, cfg.grapheme_classes) if cfg.grapheme_classes else None
         self.register_buffer("input_mean", torch.tensor(INPUT_MEAN), persistent=False)
         self.register_buffer("input_std", torch.tensor(INPUT_STD), persistent=False)
 
@@ -167,12 +173,18 @@ class BengaliNet(nn.Module):
         x = (x - self.input_mean) / self.input_std
         return self.pool(self.backbone.extract_features(x)).flatten(1)
 
-    def forward(self, x: torch.Tensor) -> Logits:
-        """``x``: float (B, 1, S, S) in [0, 1], ink bright on black. Returns the three logit tensors."""
+    def forward(self, x: torch.Tensor, with_grapheme: bool = False) -> Logits | tuple[Logits, torch.Tensor]:
+        """``x``: float (B, 1, S, S) in [0, 1], ink bright on black. Returns the three logit tensors, and with
+        ``with_grapheme`` also the grapheme head's logits (B, grapheme_classes) as ``(logits, graphemes)``."""
         if not torch.jit.is_tracing() and (x.ndim != 4 or x.shape[1] != 1):
             raise ValueError(f"expected input of shape (B, 1, S, S), got {tuple(x.shape)}")
         z = self.neck(self.dropout(self.features(x)))
-        return Logits(*(head(z) for head in self.heads))
+        logits = Logits(*(head(z) for head in self.heads))
+        if not with_grapheme:
+            return logits
+        if self.grapheme_head is None:
+            raise ValueError("this model has no grapheme head (ModelConfig.grapheme_classes is 0)")
+        return logits, self.grapheme_head(z)
 
 
 def _load_problem(err: BaseException) -> str:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .augment import BatchAugmenter
-from .components import COMPONENTS
+from .components import COMPONENTS, grapheme_index
 from .datasets import build_sources, check_folder, set_stream_epoch, write_val_ids
 from .device import resolve_device
 from .distributed import barrier, dist_env, is_dist
@@ -158,7 +158,9 @@ def _run(cfg: TrainConfig) -> Path:
 
     # ---- model, optimizer, EMA, loss, augmentation
     seed_everything(cfg.seed)
-    model = build_model(ModelConfig(name=cfg.model, pooling=cfg.pooling, dropout=cfg.dropout),
+    n_graphemes = int((grapheme_index() >= 0).sum()) if cfg.grapheme_loss_weight > 0 else 0
+    model = build_model(ModelConfig(name=cfg.model, pooling=cfg.pooling, dropout=cfg.dropout,
+                                    grapheme_classes=n_graphemes),
                         imagenet_weights=cfg.imagenet_weights)
     _set_bn_momentum(model, cfg.bn_momentum)
     model.to(device)
@@ -174,7 +176,8 @@ def _run(cfg: TrainConfig) -> Path:
         init_from = resume.get("init_from")
     state = TrainState(
         model=model, net=model, optimizer=_optimizer(cfg, model), device=device, peak_lr=cfg.lr,
-        loss_fn=MultiHeadLoss(weights=cfg.loss_weights, label_smoothing=cfg.label_smoothing),
+        loss_fn=MultiHeadLoss(weights=cfg.loss_weights, label_smoothing=cfg.label_smoothing,
+                              grapheme_weight=cfg.grapheme_loss_weight),
         augment=BatchAugmenter(cfg.affine_degrees, cfg.affine_scale, cfg.affine_translate, cfg.affine_shear,
                                cfg.cutmix_p, cfg.mixup_p, cfg.mix_alpha, device=device),
         ema=ModelEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,

@@ -66,6 +66,9 @@ class TrainConfig:
     warmup: float = _f(0.1, "warm-up length as a fraction of all steps")
     grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
     loss_weights: tuple = _f((2.0, 1.0, 1.0), "weights of the root, vowel and consonant losses", parse=float)
+    grapheme_loss_weight: float = _f(0.0, "weight of an auxiliary loss over whole graphemes: a fourth head, used in "
+                                     "training only, over the 1,292 real (root, vowel, consonant) triples (0: "
+                                     "no such head)")
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropies")
     affine_degrees: float = _f(8.0, "random rotation range in degrees (+-)")
     affine_scale: tuple = _f((0.9, 1.1), "random scale range (min max)", parse=float)
@@ -128,6 +131,7 @@ class TrainConfig:
         need(self.lr > 0, f"lr must be positive, got {self.lr}")
         need(0 <= self.warmup < 1, f"warmup must be in [0, 1), got {self.warmup}")
         need(len(self.loss_weights) == 3, f"loss_weights needs 3 values, got {self.loss_weights}")
+        need(self.grapheme_loss_weight >= 0, f"grapheme_loss_weight must be >= 0, got {self.grapheme_loss_weight}")
         need(len(self.affine_scale) == 2 and 0 < self.affine_scale[0] <= self.affine_scale[1],
              f"affine_scale must be 'min max' with 0 < min <= max, got {self.affine_scale}")
         need(0 <= self.cutmix_p <= 1 and 0 <= self.mixup_p <= 1 and self.cutmix_p + self.mixup_p <= 1,

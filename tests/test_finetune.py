@@ -42,6 +42,21 @@ def test_other_pooling_keeps_backbone_and_heads(source):
     assert _same(model.state_dict(), src, "backbone.") and _same(model.state_dict(), src, "heads.")
 
 
+def test_a_new_grapheme_head_starts_fresh_and_the_rest_loads(source, tmp_path):
+    path, src = source
+    model = build_model(ModelConfig(pooling="gem", grapheme_classes=1292))
+    fresh = model.grapheme_head.weight.clone()
+    rep = load_init_weights(model, path)
+    assert rep.mode == "backbone+heads" and rep.skipped == ["grapheme_head.weight", "grapheme_head.bias"]
+    assert _same(src, model.state_dict(), "")  # every tensor the source has
+    assert torch.equal(model.grapheme_head.weight, fresh) and "kept fresh: grapheme_head" in rep.summary()
+    # and back: a model without the head takes everything from a checkpoint that has one
+    save_checkpoint(tmp_path / "with_head.pt", model, image_size=64)
+    plain = build_model(ModelConfig(pooling="gem"))
+    assert load_init_weights(plain, tmp_path / "with_head.pt").skipped == []
+    assert _same(plain.state_dict(), src, "")
+
+
 def test_other_heads_load_the_backbone_only(source):
     path, src = source
     model = build_model(ModelConfig(neck_dim=256))

@@ -130,6 +130,36 @@ def test_loss_with_mixed_targets():
     torch.testing.assert_close(loss(z, MixedTargets(y_a, y_b, lam_b)), per)
 
 
+def test_grapheme_head_loss_counts_real_triples_only():
+    """The grapheme head's classes are the real train set's triples; a triple absent from it adds nothing."""
+    from bengali_kit.components import grapheme_index, read_grapheme_counts
+
+    real = read_grapheme_counts()[["grapheme_root", "vowel_diacritic", "consonant_diacritic"]].to_numpy()
+    index = grapheme_index()
+    assert (index >= 0).sum() == len(real) == 1292 and sorted(index[index >= 0]) == list(range(1292))
+    known = {tuple(t) for t in real.tolist()}
+    novel = next((r, v, c) for r in range(168) for v in range(11) for c in range(7) if (r, v, c) not in known)
+    y = torch.tensor([list(real[0]), list(real[5]), list(novel)])
+    z = _logits(b=3)
+    g = torch.randn(3, 1292, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    loss = MultiHeadLoss(grapheme_weight=0.5)
+    gy = loss.grapheme_targets(y)
+    assert gy[2] == -100 and gy[0] != gy[1] and gy[0] >= 0
+    ce = F.cross_entropy(g[:2], gy[:2], reduction="sum") / 3  # the novel triple adds 0 to the batch mean
+    torch.testing.assert_close(loss(z, y, g), MultiHeadLoss()(z, y) + 0.5 * ce)
+    torch.testing.assert_close(loss(z, y), MultiHeadLoss()(z, y))  # validation: the three heads alone
+    lam = 0.25
+    mixed = loss(z, MixedTargets(y, y.flip(0), lam), g)
+    expected = MultiHeadLoss()(z, MixedTargets(y, y.flip(0), lam)) + 0.5 * (
+        lam * F.cross_entropy(g, gy, reduction="none") + (1 - lam) * F.cross_entropy(g, gy.flip(0), reduction="none")
+    ).mean()
+    torch.testing.assert_close(mixed, expected)
+    loss(z, y, g).backward()
+    assert g.grad[2].abs().sum() == 0 and g.grad[0].abs().sum() > 0
+    with pytest.raises(ValueError, match="no grapheme head"):
+        MultiHeadLoss().grapheme_targets(y)
+
+
 def test_loss_under_half_precision_logits():
     z = Logits(*(t.detach().half() for t in _logits()))
     y = _targets()

@@ -45,6 +45,33 @@ def test_val_data_then_init_with_head_warmup(real_folders, tmp_path):
 
 
 @pytest.mark.slow
+def test_grapheme_head_trains_and_the_checkpoint_predicts(real_folders, tmp_path):
+    """--grapheme-loss-weight: a fourth head over the real triples trains alongside; its checkpoint loads,
+    predicts the three components, and starts a run without the head."""
+    from bengali_kit.cli import main
+    from bengali_kit.evaluation import evaluate
+
+    torch.set_num_threads(2)
+    folders = dict(data_dir=str(real_folders / "train"), val_data_dir=str(real_folders / "val"),
+                   cache_dir=str(tmp_path / "cache"))
+    kw = {**TINY, "cutmix_p": 1.0}  # mixed targets reach the grapheme head too
+    run = train(TrainConfig(**folders, out_dir=str(tmp_path / "g"), grapheme_loss_weight=0.5, **kw))
+    plain = train(TrainConfig(**folders, out_dir=str(tmp_path / "p"), **kw))
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["model_config"]["grapheme_classes"] == 1292 and ck["model"]["grapheme_head.weight"].shape == (1292, 512)
+    assert "grapheme_head.weight" not in load_checkpoint(plain / "last.pt")["model"]
+    # the same batches and weights, plus 0.5 x a 1,292-way cross-entropy (about ln 1292 = 7.2 at the start)
+    loss = [float((r / "history.csv").read_text().splitlines()[1].split(",")[2]) for r in (run, plain)]
+    assert 2.5 < loss[0] - loss[1] < 4.5
+    res = evaluate(real_folders / "val", run / "best.pt", all_images=True, progress=False)
+    assert res.n_images == 20 and res.prediction.labels.shape == (20, 3)
+    assert main(["train", "--data", str(real_folders / "train"), "--val-data", str(real_folders / "val"),
+                 "--out", str(tmp_path / "h"), "--init", str(run / "best.pt"), "--size", "32", "--batch-size", "8",
+                 "--epochs", "1", "--max-steps", "1", "--no-progress", "--preprocess-workers", "1"]) == 0
+    assert "grapheme_head.weight" not in load_checkpoint(tmp_path / "h" / "best.pt")["model"]
+
+
+@pytest.mark.slow
 def test_synthetic_stream_needs_no_data_folder(tmp_path):
     torch.set_num_threads(2)
     run = train(TrainConfig(synthetic_stream=True, steps_per_epoch=2, out_dir=str(tmp_path / "s"),
