@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,16 +113,21 @@ def read_grapheme_counts(path: str | Path | None = None) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, dtype={"grapheme": str, "other_spelling": str})
 
 
+def triple_codes(labels: Any) -> Any:
+    """(N, 3) labels (numpy or torch) -> one integer per (root, vowel, consonant): ``(root * 11 + vowel) * 7 + c``."""
+    return (labels[:, 0] * N_CLASSES[1] + labels[:, 1]) * N_CLASSES[2] + labels[:, 2]
+
+
 @lru_cache(maxsize=1)
 def grapheme_index() -> np.ndarray:
     """Class index of each (root, vowel, consonant) in the real train set (the grapheme head's classes).
 
-    A flat int64 array over all ``168 * 11 * 7`` label triples, read at ``(root * 11 + vowel) * 7 + consonant``:
+    A flat int64 array over all ``168 * 11 * 7`` label triples, read at :func:`triple_codes`:
     the rank of the triple among the 1,292 real ones (sorted by labels), or -100 for a triple absent from the
     real data (cross-entropy's ignore index: a rendered novel grapheme trains the three heads only).
     """
     triples = read_grapheme_counts()[list(COMPONENTS)].to_numpy(np.int64)
-    keys = np.unique((triples[:, 0] * N_CLASSES[1] + triples[:, 1]) * N_CLASSES[2] + triples[:, 2])
+    keys = np.unique(triple_codes(triples))
     table = np.full(int(np.prod(N_CLASSES)), -100, dtype=np.int64)
     table[keys] = np.arange(len(keys))
     table.flags.writeable = False

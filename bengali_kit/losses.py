@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .components import METRIC_WEIGHTS, N_CLASSES, grapheme_index
+from .components import METRIC_WEIGHTS, grapheme_index, triple_codes
 
 
 class MixedTargets(NamedTuple):
@@ -58,8 +58,7 @@ class MultiHeadLoss(nn.Module):
             raise ValueError("this loss has no grapheme head (grapheme_weight is 0)")
         if self._grapheme_index.device != labels.device:
             self._grapheme_index = self._grapheme_index.to(labels.device)
-        flat = (labels[:, 0] * N_CLASSES[1] + labels[:, 1]) * N_CLASSES[2] + labels[:, 2]
-        return self._grapheme_index[flat]
+        return self._grapheme_index[triple_codes(labels)]
 
     def _batch_ce(self, logits: torch.Tensor, targets: torch.Tensor | MixedTargets,
                   target_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

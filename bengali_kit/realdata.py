@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .components import COMPONENTS, N_CLASSES, load_class_map
+from .components import COMPONENTS, N_CLASSES, load_class_map, triple_codes
 from .data import IMAGE_HEIGHT, IMAGE_WIDTH
 from .errors import DataError, one_line
 from .synthetic.folder import write_competition_files, write_folders
@@ -123,12 +123,8 @@ def load_crops(path: str | Path, limit: int | None = None) -> Crops:
     return crops
 
 
-def _triple_codes(labels: np.ndarray) -> np.ndarray:
-    return (labels[:, 0] * N_CLASSES[1] + labels[:, 1]) * N_CLASSES[2] + labels[:, 2]
-
-
 def _first_triples(labels: np.ndarray, limit: int) -> np.ndarray:
-    codes = _triple_codes(labels)
+    codes = triple_codes(labels)
     _, first = np.unique(codes, return_index=True)
     keep: list[np.ndarray] = []
     total = 0
@@ -150,7 +146,7 @@ def split_by_triple(labels: np.ndarray, val_per_triple: int = 1, seed: int = 0) 
     if val_per_triple < 0:
         raise ValueError(f"val_per_triple must be >= 0, got {val_per_triple}")
     rng = np.random.default_rng(seed)
-    codes = _triple_codes(np.asarray(labels))
+    codes = triple_codes(np.asarray(labels))
     val: list[int] = []
     for code in np.unique(codes):
         idx = np.flatnonzero(codes == code)
@@ -283,10 +279,10 @@ def import_crops(npz_path: str | Path, out_dir: str | Path, val_per_triple: int 
             write_competition_files(tmp / name, labels, key, frames[name], frames[test], files)
 
     out = write_folders(out_dir, overwrite, write, owned=lambda name: name in ("train", "val", "unseen"))
-    n_triples = len(np.unique(_triple_codes(crops.labels)))
+    n_triples = len(np.unique(triple_codes(crops.labels)))
     unseen = parts.get("unseen")
     val = parts.get("val")
     return ImportReport(out, out / "train", out / "val" if val is not None else None, len(parts["train"]),
                         len(val) if val is not None else 0, n_triples,
                         out / "unseen" if unseen is not None else None, len(unseen) if unseen is not None else 0,
-                        len(np.unique(_triple_codes(unseen.labels))) if unseen is not None else 0)
+                        len(np.unique(triple_codes(unseen.labels))) if unseen is not None else 0)
