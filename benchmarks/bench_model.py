@@ -6,6 +6,8 @@ Measures, each configuration in its own subprocess (clean peak memory):
   Both models live in one process and their timed steps alternate, so a CPU shared with other work
   slows both alike and the speed-up stays meaningful;
 - training images/s of BengaliNet b0 alone at 64x64 and 128x128;
+- training and inference images/s of BengaliNet b0 in the contiguous and the channels_last memory format
+  (what ``train`` and ``predict`` use since 2026-12-03, on the CPU too), alternating in one process;
 - peak resident memory of each subprocess (VmHWM from /proc/self/status; ru_maxrss as a fallback).
 
 Usage (short run, the figures in benchmarks/README.md):
@@ -59,14 +61,20 @@ def _setup(spec: dict, kind: str):
     from bengali_kit.model import ModelConfig, build_model, model_input
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name=spec["name"])) if kind == "ours" else make_seed_style(spec["name"])
+    model = make_seed_style(spec["name"]) if kind == "seed" else build_model(ModelConfig(name=spec["name"]))
+    cl = kind == "ours-cl"  # BengaliNet in the channels_last memory format, as train/predict run it
+    if cl:
+        model.to(memory_format=torch.channels_last)
     b, s = spec["batch_size"], spec["size"]
     images = torch.randint(0, 256, (b, s, s), dtype=torch.uint8)  # as the cache holds them
     x = model_input(images)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.stack([torch.randint(0, n, (b,)) for n in (168, 11, 7)], dim=1)
     # the kit's one training step (engine.train_step), without augmentation: both models step alike
     state = TrainState(model=model, net=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
-                       loss_fn=MultiHeadLoss(), augment=None, device=torch.device("cpu"), peak_lr=0.01)
+                       loss_fn=MultiHeadLoss(), augment=None, device=torch.device("cpu"), peak_lr=0.01,
+                       channels_last=cl)
 
     def one_train_step():
         train_step(state, images, y)
@@ -120,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--memory-format-sizes", default="64,96",
+                    help="sizes for BengaliNet b0 contiguous vs channels_last (empty: skip)")
     ap.add_argument("--json", type=Path, help="also write all results here")
     args = ap.parse_args(argv)
     if args.one:
@@ -133,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     print("| backbone | size | mode | BengaliNet img/s | seed-style img/s | speed-up | peak MiB (both models) |")
     print("|---|---|---|---|---|---|---|", flush=True)
-    for name in args.models.split(","):
+    for name in (n for n in args.models.split(",") if n):
         for mode in ("train", "infer"):
             r = run_in_subprocess(dict(common, models=["ours", "seed"], name=name, size=args.size, mode=mode))
             results.append(r)
@@ -145,6 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         r = run_in_subprocess(dict(common, models=["ours"], name="efficientnet-b0", size=size, mode="train"))
         results.append(r)
         print(f"| efficientnet-b0 | {size} | {r['images_per_s']['ours']:.1f} | {r['peak_rss_mib']:.0f} |", flush=True)
+    print("\n| BengaliNet b0 | size | mode | contiguous img/s | channels_last img/s | speed-up |", flush=True)
+    print("|---|---|---|---|---|---|", flush=True)
+    for size in (int(v) for v in args.memory_format_sizes.split(",") if v):
+        for mode in ("train", "infer"):
+            r = run_in_subprocess(dict(common, models=["ours", "ours-cl"], name="efficientnet-b0", size=size,
+                                       mode=mode))
+            results.append(r)
+            a, c = r["images_per_s"]["ours"], r["images_per_s"]["ours-cl"]
+            print(f"| efficientnet-b0 | {size} | {mode} | {a:.1f} | {c:.1f} | {c / a:.2f}x |", flush=True)
     print(f"# load average {os.getloadavg()[0]:.1f} at the end", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

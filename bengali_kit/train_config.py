@@ -85,7 +85,7 @@ class TrainConfig:
     preprocess_workers: int | None = _f(None, "processes for building the cache (default: all cores)", parse=int)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)")
     amp: bool = _f(True, "mixed precision (CUDA only; ignored on the CPU)")
-    channels_last: bool = _f(True, "channels_last memory format (CUDA only)")
+    channels_last: bool = _f(True, "channels_last memory format (faster on CUDA and on the CPU: ~1.4x per step for b0)")
     resume: bool = _f(False, "continue from <out>/last.pt")
     overwrite: bool = _f(False, "start again in a run folder that already has checkpoints")
     log_every: int = _f(10, "update the progress bar's running loss every N steps")

@@ -48,6 +48,24 @@ def test_gem_gradient_reaches_p_and_learnable_flag():
     assert "p" in fixed.state_dict()
 
 
+def test_gem_stays_finite_when_a_learned_p_grows():
+    """A LARS run at lr 3 pushed the learnable p past 7.5; then eps ** p underflowed float32, a channel that
+    was <= eps everywhere pooled to 0 and its gradient (0 ** (1/p - 1)) was infinite: the run turned NaN."""
+    x = torch.rand(4, 6, 2, 2) * 3
+    x[:, :2] = -0.2  # swish outputs below zero in every cell of two channels: clamped to eps
+    x.requires_grad_(True)
+    for p in (3.0, 8.0, 20.0):
+        gem = GeM(p=p)
+        out = gem(x)
+        out.sum().backward()
+        assert torch.isfinite(out).all() and torch.isfinite(x.grad).all() and torch.isfinite(gem.p.grad).all()
+        torch.testing.assert_close(out[:, :2], torch.full((4, 2, 1, 1), 1e-6))  # the mean of eps ** p, ** 1/p
+        # the value is still the power mean (float64 reference of the direct formula)
+        ref = x.detach().double().clamp(min=1e-6).pow(p).mean(dim=(-2, -1), keepdim=True).pow(1 / p)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-9)
+        x.grad = None
+
+
 def test_gem_half_precision_does_not_overflow():
     x = torch.full((1, 2, 3, 3), 60.0, dtype=torch.float16)  # 60 ** 3 > float16 max
     out = GeM(p=3.0)(x)

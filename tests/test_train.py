@@ -125,6 +125,39 @@ def test_same_seed_gives_identical_weights(run_a, synth_dir, cache_dir, tmp_path
                            _weights(different / "last.pt")["heads.0.weight"])
 
 
+def test_channels_last_on_the_cpu_gives_the_same_step(run_a):
+    """train runs the model in channels_last on the CPU too (faster there with oneDNN): one engine step in
+    that format gives the contiguous format's loss and gradients, to float rounding."""
+    import copy
+
+    from bengali_kit.engine import TrainState, train_step
+    from bengali_kit.losses import MultiHeadLoss
+    from bengali_kit.model import ModelConfig, build_model
+
+    # the run's model was trained in channels_last (its saved conv weights keep that layout)
+    assert _weights(run_a / "last.pt")["backbone._conv_head.weight"].is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    # without dropout and drop-connect: their masks are drawn in memory order, so another layout draws others
+    base = build_model(ModelConfig(dropout=0.0))
+    base.backbone._global_params = base.backbone._global_params._replace(drop_connect_rate=None)
+    images = torch.randint(0, 256, (8, 64, 64), dtype=torch.uint8)
+    labels = torch.stack([torch.randint(0, n, (8,)) for n in (168, 11, 7)], 1)
+    losses, grads = [], []
+    for cl in (False, True):
+        model = copy.deepcopy(base)
+        if cl:
+            model.to(memory_format=torch.channels_last)
+        state = TrainState(model=model, net=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+                           loss_fn=MultiHeadLoss(), augment=None, device=torch.device("cpu"), peak_lr=0.0,
+                           channels_last=cl)
+        losses.append(float(train_step(state, images, labels)))
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    scale = max(float(g.norm()) for g in grads[0].values())  # tiny gradients are rounding noise
+    for k, g in grads[0].items():  # relative to each gradient's norm (float32 against float64: ~1e-5)
+        assert float((grads[1][k] - g).norm()) <= 1e-3 * float(g.norm()) + 1e-5 * scale, k
+
+
 def test_resume_after_interruption_gives_identical_weights(run_a, synth_dir, cache_dir, tmp_path, monkeypatch):
     real_save = train_mod.save_last
 
