@@ -257,12 +257,13 @@ def test_a_damaged_parquet_page(data_dir, tiny_checkpoint, tmp_path):
 def _start_predict(data: Path, ckpt: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
-    # batch size 1, TTA, the model four times over: ~240 forward passes of several views each, so the signal
-    # lands while images are being predicted (one model took ~1 s after the first progress, too close a race)
-    return subprocess.Popen([sys.executable, "-m", "bengali_kit", "predict", "--data", str(data),
-                             *[a for _ in range(4) for a in ("--checkpoint", str(ckpt))],
-                             "--out", str(out), "--device", "cpu", "--batch-size", "1", "--tta"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # batch size 1 with TTA: ~60 forward passes, so the signal lands while images are being predicted.
+    # SIGINT back to its default in the child: a suite started in the background (`cmd &`, nohup) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so predict would never see it.
+    return subprocess.Popen([sys.executable, "-m", "bengali_kit", "predict", "--data", str(data), "--checkpoint",
+                             str(ckpt), "--out", str(out), "--device", "cpu", "--batch-size", "1", "--tta"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_progress(proc: subprocess.Popen, timeout: float = 600) -> bytes:
