@@ -19,8 +19,11 @@ run() { echo; echo "+ $*"; "$@"; }
 REAL=../shared/reference/real_sample_64.npz
 [ -f "$REAL" ] || REAL=tests/data/real_slice_64.npz
 [ -f "$D/real/val/train.csv" ] || run bengali-kit import-crops "$REAL" "$D/real" --limit "$REAL_LIMIT" --files 1
+#    A short fine-tune takes AdamW over the preset's LARS: LARS (lr 3) wins from ~5 epochs of thousands of crops,
+#    but its first large steps shake the pretrained weights (benchmarks/README.md, "Recipe knobs").
 run bengali-kit train --preset cpu-real --init weights/synth-b0-64.pt --data "$D/real/train" \
-    --val-data "$D/real/val" --cache-dir "$D/cache" --out "$D/real_run" --epochs "$EPOCHS" --overwrite
+    --val-data "$D/real/val" --cache-dir "$D/cache" --out "$D/real_run" --epochs "$EPOCHS" --overwrite \
+    --optimizer adamw --lr 2e-3 --weight-decay 0.01
 run bengali-kit evaluate --data "$D/real/val" --checkpoint "$D/real_run/best.pt" --worst 5
 
 # 2. The pipeline on synthetic competition files (the same starting point, fine-tuned on rendered images).
