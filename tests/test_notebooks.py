@@ -147,7 +147,7 @@ def test_notebooks_leave_a_run_and_a_valid_submission(executed):
         assert (run / f).is_file(), f"02_train did not write {f}"
     # its curves rise: the cpu-real preset fine-tuning from the synthetic start learns the real crops
     recall = pd.read_csv(run / "history.csv")["val_weighted"].dropna().tolist()
-    assert len(recall) >= 2 and recall[-1] > recall[0] + 0.05, f"02_train's validation recall did not rise: {recall}"
+    assert len(recall) >= 2 and recall[-1] > recall[0] + 0.02, f"02_train's validation recall did not rise: {recall}"
     assert not (work / "run_03").exists(), "03_inference trained its own model instead of using 02's"
     data = next(work.glob("synth_*_s0"))
     sub = pd.read_csv(work / "submission.csv")
