@@ -58,23 +58,19 @@ def _setup(spec: dict, kind: str):
 
     from bengali_kit.engine import TrainState, train_step
     from bengali_kit.losses import MultiHeadLoss
-    from bengali_kit.model import ModelConfig, build_model, model_input
+    from bengali_kit.model import ModelConfig, build_model
 
     torch.manual_seed(0)
     model = make_seed_style(spec["name"]) if kind == "seed" else build_model(ModelConfig(name=spec["name"]))
-    cl = kind == "ours-cl"  # BengaliNet in the channels_last memory format, as train/predict run it
-    if cl:
-        model.to(memory_format=torch.channels_last)
     b, s = spec["batch_size"], spec["size"]
     images = torch.randint(0, 256, (b, s, s), dtype=torch.uint8)  # as the cache holds them
-    x = model_input(images)
-    if cl:
-        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.stack([torch.randint(0, n, (b,)) for n in (168, 11, 7)], dim=1)
-    # the kit's one training step (engine.train_step), without augmentation: both models step alike
+    # the kit's one training step (engine.train_step), without augmentation: both models step alike;
+    # "ours-cl": TrainState puts the model and its inputs in channels_last, as train does
     state = TrainState(model=model, net=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
                        loss_fn=MultiHeadLoss(), augment=None, device=torch.device("cpu"), peak_lr=0.01,
-                       channels_last=cl)
+                       channels_last=kind == "ours-cl")
+    x = state.to_input(images)
 
     def one_train_step():
         train_step(state, images, y)

@@ -164,8 +164,6 @@ def _run(cfg: TrainConfig) -> Path:
                         imagenet_weights=cfg.imagenet_weights)
     _set_bn_momentum(model, cfg.bn_momentum)
     model.to(device)
-    if cfg.channels_last:  # faster on CUDA, and on the CPU too (~1.4x per b0 step with oneDNN)
-        model.to(memory_format=torch.channels_last)
     init_from = None
     if cfg.init and resume is None:
         report = load_init_weights(model, cfg.init)

@@ -130,12 +130,15 @@ def test_channels_last_on_the_cpu_gives_the_same_step(run_a):
     that format gives the contiguous format's loss and gradients, to float rounding."""
     import copy
 
+    from bengali_kit.ema import ModelEMA
     from bengali_kit.engine import TrainState, train_step
     from bengali_kit.losses import MultiHeadLoss
     from bengali_kit.model import ModelConfig, build_model
 
-    # the run's model was trained in channels_last (its saved conv weights keep that layout)
-    assert _weights(run_a / "last.pt")["backbone._conv_head.weight"].is_contiguous(memory_format=torch.channels_last)
+    # the run's model was trained in channels_last (its saved conv weights keep that layout). The stem's
+    # weight tells the formats apart: its channel stride is 1 in channels_last, 9 contiguous (the 1x1 and
+    # depthwise weights pass `is_contiguous(memory_format=channels_last)` in both formats)
+    assert _weights(run_a / "last.pt")["backbone._conv_stem.weight"].stride()[1] == 1
     torch.manual_seed(0)
     # without dropout and drop-connect: their masks are drawn in memory order, so another layout draws others
     base = build_model(ModelConfig(dropout=0.0))
@@ -145,11 +148,13 @@ def test_channels_last_on_the_cpu_gives_the_same_step(run_a):
     losses, grads = [], []
     for cl in (False, True):
         model = copy.deepcopy(base)
-        if cl:
-            model.to(memory_format=torch.channels_last)
         state = TrainState(model=model, net=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
                            loss_fn=MultiHeadLoss(), augment=None, device=torch.device("cpu"), peak_lr=0.0,
-                           channels_last=cl)
+                           ema=ModelEMA(model, 0.9), channels_last=cl)
+        # TrainState puts the model and its EMA copy in the format (the optimizer keeps the same parameters)
+        for m in (model, state.ema.module):
+            assert m.backbone._conv_stem.weight.stride()[1] == (1 if cl else 9)
+        assert state.optimizer.param_groups[0]["params"][0] is next(model.parameters())
         losses.append(float(train_step(state, images, labels)))
         grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
