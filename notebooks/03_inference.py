@@ -161,12 +161,13 @@ else:
 # %% [markdown]
 # ## The shipped model on real handwriting
 #
-# `weights/real-b0-64.pt` is efficientnet-b0 at 64 px, pretrained on rendered graphemes and fine-tuned on the
-# 6,460 real handwritten crops of the reference sample (`weights/README.md` has its commands). Here it reads
-# real crops placed on 137×236 frames like competition images (`import-crops`: one crop of each triple in
-# `val/`), through the same `evaluate` as a run's validation: green when root, vowel and consonant are all
-# right, red otherwise. These crops were among its training images, since every real crop in the kit was;
-# how well the recipe reads crops it never saw (the 4/1 split: 0.73 weighted recall) is in
+# `weights/real-b0-64.pt` is efficientnet-b0, pretrained at 64 px on rendered graphemes and fine-tuned at 96 px
+# on the 6,460 real handwritten crops of the reference sample (`weights/README.md` has its commands; the
+# checkpoint carries its image size, and `evaluate` resizes to it). Here it reads real crops placed on 137×236
+# frames like competition images (`import-crops`: one crop of each triple in `val/`), through the same
+# `evaluate` as a run's validation: green when root, vowel and consonant are all right, red otherwise. These
+# crops were among its training images, since every real crop in the kit was; how well the recipe reads crops
+# it never saw (the 4/1 split: 0.877 weighted recall) is in
 # `benchmarks/README.md`.
 
 # %%

@@ -20,7 +20,7 @@ ROW = re.compile(r"^\|\s*`(?P<file>[\w.-]+\.pt)`\s*\|[^|]*\|\s*`(?P<sha>[0-9a-f]
 
 def _card() -> dict[str, dict]:
     text = (WEIGHTS / "README.md").read_text() if (WEIGHTS / "README.md").is_file() else ""
-    return {m["file"]: {"sha": m["sha"], "slice": float(m["slice"])}
+    return {m["file"]: {"sha": m["sha"], "slice": float(m["slice"]), "row": m.string}
             for m in map(ROW.match, text.splitlines()) if m}
 
 
@@ -46,7 +46,8 @@ def slice_folder(real_slice_npz, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", sorted(_card()))
 def test_shipped_weights_load_and_score_what_the_card_says(name, slice_folder, tmp_path):
     model, ck = load_model(WEIGHTS / name)
-    assert ck["image_size"] == 64 and model.cfg.name == "efficientnet-b0"
+    # the card's row names the input size the checkpoint carries (evaluate/predict/package read it from there)
+    assert model.cfg.name == "efficientnet-b0" and f"{ck['image_size']} px" in _card()[name]["row"]
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--data", str(slice_folder), "--checkpoint", str(WEIGHTS / name), "--all",
                  "--no-progress", "--device", "cpu", "--json", str(out)]) == 0
@@ -81,4 +82,4 @@ def test_shipped_weights_go_into_a_kaggle_package(tmp_path):
     assert manifest["init_checkpoint"]["file"] == "init/synth-b0-64.pt"
     for rel in [c["file"] for c in manifest["checkpoints"]] + ["init/synth-b0-64.pt"]:
         model, ck = load_model(out / rel)
-        assert ck["image_size"] == 64
+        assert ck["image_size"] == load_model(WEIGHTS / Path(rel).name)[1]["image_size"]  # the size travels with it
