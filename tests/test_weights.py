@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bengali_kit.cli import main
-from bengali_kit.model import load_model
+from bengali_kit.model import load_checkpoint, load_model
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 # a model-card row: | `file.pt` | size | `sha256` | slice weighted recall | ...
@@ -46,13 +46,14 @@ def slice_folder(real_slice_npz, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", sorted(_card()))
 def test_shipped_weights_load_and_score_what_the_card_says(name, slice_folder, tmp_path):
     model, ck = load_model(WEIGHTS / name)
+    card = _card()[name]
     # the card's row names the input size the checkpoint carries (evaluate/predict/package read it from there)
-    assert model.cfg.name == "efficientnet-b0" and f"{ck['image_size']} px" in _card()[name]["row"]
+    assert model.cfg.name == "efficientnet-b0" and f"{ck['image_size']} px" in card["row"]
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--data", str(slice_folder), "--checkpoint", str(WEIGHTS / name), "--all",
                  "--no-progress", "--device", "cpu", "--json", str(out)]) == 0
     score = json.loads(out.read_text())["scores"]["weighted"]
-    assert score >= _card()[name]["slice"] - 0.005, f"{name}: {score:.4f} on the slice, card says more"
+    assert score >= card["slice"] - 0.005, f"{name}: {score:.4f} on the slice, card says more"
     # predict: a submission for the folder's test split (its 60 validation crops), every row filled
     sub = tmp_path / "submission.csv"
     assert main(["predict", "--data", str(slice_folder), "--checkpoint", str(WEIGHTS / name), "--out", str(sub),
@@ -82,4 +83,4 @@ def test_shipped_weights_go_into_a_kaggle_package(tmp_path):
     assert manifest["init_checkpoint"]["file"] == "init/synth-b0-64.pt"
     for rel in [c["file"] for c in manifest["checkpoints"]] + ["init/synth-b0-64.pt"]:
         model, ck = load_model(out / rel)
-        assert ck["image_size"] == load_model(WEIGHTS / Path(rel).name)[1]["image_size"]  # the size travels with it
+        assert ck["image_size"] == load_checkpoint(WEIGHTS / Path(rel).name)["image_size"]  # the size travels with it
