@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .errors import DataError
-from .model import check_checkpoint, load_checkpoint, save_torch
+from .model import check_checkpoint_structure, load_checkpoint, save_torch
 
 __all__ = ["export_weights", "KEEP"]
 
@@ -32,7 +32,7 @@ def export_weights(src: str | Path, dst: str | Path, half: bool = True, overwrit
     out = {k: ckpt[k] for k in KEEP if k in ckpt}
     out["model"] = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in weights.items()}
     out["exported_from"] = {"file": src.name, "weights": "ema" if weights is not ckpt["model"] else "raw"}
-    check_checkpoint(out, dst)  # finite, a state dict of tensors, a size the model takes
+    check_checkpoint_structure(out, dst)  # finite, a state dict of tensors, a size the model takes
     if half and any(v.is_floating_point() and not torch.isfinite(v).all() for v in out["model"].values()):
         raise DataError(src, "weights overflow float16; export without --half")
     save_torch(out, dst)

@@ -303,7 +303,7 @@ def save_torch(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def check_checkpoint(ckpt: Any, where: str | Path = "<checkpoint>") -> dict[str, Any]:
+def check_checkpoint_structure(ckpt: Any, where: str | Path = "<checkpoint>") -> dict[str, Any]:
     """Check a loaded checkpoint's structure; returns it. DataError naming ``where`` (one line) when it is
     not a kit checkpoint, its ``model`` is not a state dict of tensors, a weight is NaN/inf (a run that
     diverged) or its ``image_size`` does not fit the model."""
@@ -331,7 +331,7 @@ def check_checkpoint(ckpt: Any, where: str | Path = "<checkpoint>") -> dict[str,
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` and check it (:func:`check_checkpoint`).
+    """Read a checkpoint with ``weights_only=True`` and check it (:func:`check_checkpoint_structure`).
 
     DataError (one line, naming the file) if missing, truncated, corrupt, holding pickled objects, or not a
     usable kit checkpoint. Tensors keep their dtype (a float16 state dict stays float16 here).
@@ -343,7 +343,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - corrupt, truncated or pickled objects: all a data problem
         raise DataError(path, _load_problem(err)) from None
-    return check_checkpoint(ckpt, path)
+    return check_checkpoint_structure(ckpt, path)
 
 
 def _fit_problem(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
@@ -372,7 +372,7 @@ def load_model(path_or_ckpt: str | Path | Mapping[str, Any], map_location: Any =
     """
     if isinstance(path_or_ckpt, Mapping):
         where: str | Path = "<checkpoint>"
-        ckpt = check_checkpoint(path_or_ckpt, where)
+        ckpt = check_checkpoint_structure(path_or_ckpt, where)
     else:
         where = Path(path_or_ckpt)
         ckpt = load_checkpoint(where, map_location=map_location)

@@ -55,6 +55,8 @@ from .train_config import TrainConfig
 __all__ = ["TrainConfig", "train", "save_last"]
 
 _CHECKPOINTS = ("last.pt", "best.pt")
+#: How the progress line names each component (the root is "root", not the "grapheme" of grapheme_root).
+_SHORT_NAMES = ("root", "vowel", "consonant")
 
 
 def save_last(path: Path, model: torch.nn.Module, **extra) -> Path:
@@ -230,7 +232,7 @@ def _run(cfg: TrainConfig) -> Path:
             save_checkpoints(state, run, {**meta, "seconds": clock(), "rng": rng_state()}, scores, y_pred,
                              src.val_labels, save_last=save_last)
             seen = (f"val recall {scores['weighted']:.4f} ("
-                    + ", ".join(f"{c.split('_')[0]} {scores[c]:.4f}" for c in COMPONENTS) + ")"
+                    + ", ".join(f"{short} {scores[c]:.4f}" for short, c in zip(_SHORT_NAMES, COMPONENTS)) + ")"
                     if scores else f"train loss {train_loss:.4f}")
             tqdm.write(f"epoch {state.epoch}/{cfg.epochs}: {seen}, {clock():.0f}s")
         barrier()

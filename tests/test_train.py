@@ -339,6 +339,7 @@ def test_val_every_validates_every_nth_epoch_and_the_last(synth_dir, cache_dir, 
     assert (run / "curves.png").is_file() and load_checkpoint(run / "best.pt")["epoch"] in (2, 3)
     out = capsys.readouterr().out
     assert "epoch 1/3: train loss " in out and "epoch 2/3: val recall " in out
+    assert "(root " in out and ", vowel " in out and ", consonant " in out and "(grapheme " not in out
 
 
 # ---------------------------------------------------------------- schedule, time budget, divergence

@@ -29,7 +29,7 @@ from typing import Any
 from .. import __version__
 from ..errors import DataError
 from ..files import atomic_write_text
-from .checkpoints import check_checkpoint, checkpoint_names, summary, write_checkpoint
+from .checkpoints import check_package_checkpoint, checkpoint_names, summary, write_checkpoint
 from .estimate import RuntimeEstimate, estimate_runtime
 from .flow import submission_steps, submission_text
 from .junk import find_junk
@@ -168,8 +168,8 @@ def build_package(checkpoints: Sequence[str | Path] | str | Path, out_dir: str |
     out = Path(out_dir)
     _check_target(out, overwrite)
     # the slow checks last: each checkpoint is loaded and rebuilt as a model
-    slims = [check_checkpoint(p) for p in ckpt_paths]
-    init_slim = check_checkpoint(init_path) if init_path is not None else None
+    slims = [check_package_checkpoint(p) for p in ckpt_paths]
+    init_slim = check_package_checkpoint(init_path) if init_path is not None else None
 
     # 2. Build beside the target, then swap it in.
     tmp = _make_tmp_beside(out.absolute())  # absolute: the parent of `--out .` is not `.`

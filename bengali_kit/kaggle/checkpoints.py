@@ -23,7 +23,7 @@ KEEP_KEYS = ("model", "model_config", "image_size", "preprocess", "metric")
 _REQUIRED = ("model", "model_config", "image_size")
 
 
-def check_checkpoint(path: str | Path) -> dict[str, Any]:
+def check_package_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load ``path`` and make sure the package can use it; returns the slim checkpoint (nothing written).
 
     DataError (one line, naming the file) for a missing, unreadable or hand-edited file: a ``model`` that
