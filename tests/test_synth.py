@@ -31,6 +31,7 @@ from bengali_kit.data import (
     write_image_parquet,
 )
 from bengali_kit.errors import DataError
+from bengali_kit.synthetic import renderer
 
 COMPETITION_FILES = {
     "train.csv", "test.csv", "class_map.csv", "sample_submission.csv", "test_labels.csv",
@@ -287,6 +288,47 @@ def test_renderer_output_and_pickling(fonts):
     assert not r2._glyphs  # caches are not shipped to workers
     assert np.array_equal(r2.render(text, np.random.default_rng(0)), img)
     assert not np.array_equal(r.render(text, np.random.default_rng(1)), img)
+
+
+def test_render_steps_place_the_glyph_inside_the_frame(fonts):
+    r = synthetic.GraphemeRenderer(fonts, height_frac=(0.9, 1.4), max_perspective=0.4)  # often too big: shrunk
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        shape = r.glyph("ক্ষ", 0).shape
+        to_frame, box = r._fit_and_place(r._glyph_to_frame(shape, 3.0, rng), shape, rng)
+        x0, y0, x1, y1 = box
+        assert 0 < x0 < x1 < IMAGE_WIDTH and 0 < y0 < y1 < IMAGE_HEIGHT
+        assert x1 - x0 <= 0.961 * IMAGE_WIDTH and y1 - y0 <= 0.961 * IMAGE_HEIGHT
+        # the box is where the homography sends the glyph's tight corners
+        assert np.allclose(renderer._tight_box(to_frame, shape, r._PAD), box)
+        rx0, ry0, rx1, ry1 = renderer._frame_region(box, margin=4)
+        assert 0 <= rx0 <= x0 and x1 <= rx1 <= IMAGE_WIDTH and 0 <= ry0 <= y0 and y1 <= ry1 <= IMAGE_HEIGHT
+
+
+def test_random_offset_puts_a_box_inside_or_centres_it():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        shift = renderer._random_offset(-30.0, 50.0, 236, rng)
+        assert 1 <= -30.0 + shift and 50.0 + shift <= 235
+    assert renderer._random_offset(-120.0, 120.0, 236, rng) == pytest.approx(118.0)  # barely fits: centred
+
+
+def test_project_inverts_a_homography():
+    h = np.array([[1.1, 0.2, 5.0], [-0.1, 0.9, 3.0], [1e-3, -2e-3, 1.0]])
+    x, y = np.meshgrid(np.arange(0, 50, 7, dtype=np.float32), np.arange(0, 30, 5, dtype=np.float32))
+    fx, fy = renderer._project(h, x, y)
+    bx, by = renderer._project(np.linalg.inv(h), fx, fy)
+    assert fx.dtype == np.float32 and np.allclose(bx, x, atol=1e-3) and np.allclose(by, y, atol=1e-3)
+
+
+def test_font_strokes_thicken_or_thin_but_never_erase(fonts):
+    r = synthetic.GraphemeRenderer(fonts, stroke_steps=(2,))
+    glyph = r.glyph("ক্ষ", 0)
+    assert np.count_nonzero(r._font_strokes(glyph, np.random.default_rng(0))) > np.count_nonzero(glyph)
+    r.stroke_steps = (-3,)
+    hair = np.zeros_like(glyph)
+    hair[20, 10:40] = 255  # one pixel wide: an erosion would leave nothing
+    assert np.array_equal(r._font_strokes(hair, np.random.default_rng(0)), hair)
 
 
 def test_cli_synth(tmp_path, capsys):

@@ -20,6 +20,11 @@ from .fonts import INSTALL_HINT
 __all__ = ["GraphemeRenderer", "thin"]
 
 
+#: A box in frame pixels, (x0, y0, x1, y1): float for the glyph's bounds, int for a region of the frame.
+Box = tuple[float, float, float, float]
+Region = tuple[int, int, int, int]
+
+
 def _thinning_tables() -> np.ndarray:
     """(2, 256) bool: whether Zhang-Suen's sub-iteration 0/1 removes a pixel, by its neighbourhood code."""
     tables = np.zeros((2, 256), dtype=bool)
@@ -176,99 +181,159 @@ class GraphemeRenderer:
             k = self._kernels[radius] = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         return k
 
-    # -- one image
+    # -- one image: strokes, placement, warp, ink
     def render(self, text: str, rng: np.random.Generator, font_index: int | None = None) -> np.ndarray:
         """One image of ``text``: uint8 (137, 236), white background (~248–255), dark ink."""
-        H, W = IMAGE_HEIGHT, IMAGE_WIDTH
-        fi = int(rng.integers(len(self.fonts))) if font_index is None else int(font_index)
-        g = self.glyph(text, fi)
+        font_index = int(rng.integers(len(self.fonts))) if font_index is None else int(font_index)
+        tight_height = self.glyph(text, font_index).shape[0] - 2 * self._PAD
+        scale = rng.uniform(*self.height_frac) * IMAGE_HEIGHT / tight_height  # glyph pixels -> frame pixels
+        coverage = self._draw_strokes(text, font_index, scale, rng)
+        to_frame = self._glyph_to_frame(coverage.shape, scale, rng)
+        to_frame, box = self._fit_and_place(to_frame, coverage.shape, rng)
+        region, coverage, pressure = self._warp(coverage, to_frame, box, rng)
+        if rng.random() < self.blur_prob:
+            coverage = cv2.GaussianBlur(coverage, (0, 0), sigmaX=float(rng.uniform(0.3, 0.9)))
+        return self._ink(coverage, pressure, region, rng)
 
-        # stroke width: either a pen of constant width along the skeleton (handwriting-like) or the font's
-        # own strokes thinned or thickened at base size (the pad keeps dilation inside the crop)
-        p = self._PAD
-        th = g.shape[0] - 2 * p  # tight glyph height
-        scale = rng.uniform(*self.height_frac) * IMAGE_HEIGHT / th
+    def _draw_strokes(self, text: str, font_index: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+        """The glyph's coverage at base size with this image's strokes: a pen along the skeleton, or the font's own."""
         if rng.random() < self.pen_prob:
-            # pen width chosen in final pixels, so large glyphs don't get fat strokes
-            width = max(2, int(round(rng.uniform(*self.pen_width) / scale)))
-            g = cv2.GaussianBlur(cv2.dilate(self.skeleton(text, fi), self._pen(width)), (3, 3), 0)
-            step = 0
-        else:
-            step = int(self.stroke_steps[rng.integers(len(self.stroke_steps))])
+            return self._pen_strokes(text, font_index, scale, rng)
+        return self._font_strokes(self.glyph(text, font_index), rng)
+
+    def _pen_strokes(self, text: str, font_index: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+        """A constant-width pen drawn along the skeleton: handwriting has no stroke contrast."""
+        # the width is chosen in final pixels, so large glyphs don't get fat strokes
+        width = max(2, int(round(rng.uniform(*self.pen_width) / scale)))
+        return cv2.GaussianBlur(cv2.dilate(self.skeleton(text, font_index), self._pen(width)), (3, 3), 0)
+
+    def _font_strokes(self, glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The font's strokes thickened or thinned at base size (the pad keeps dilation inside the crop)."""
+        step = int(self.stroke_steps[rng.integers(len(self.stroke_steps))])
         if step > 0:
-            g = cv2.dilate(g, self._kernel(step))
-        elif step < 0:
-            thinned = cv2.erode(g, self._kernel(-step))
-            if thinned.max() >= 128 and np.count_nonzero(thinned > 64) > 0.35 * np.count_nonzero(g > 64):
-                g = thinned  # keep thin fonts from vanishing
+            return cv2.dilate(glyph, self._kernel(step))
+        if step < 0:
+            thinned = cv2.erode(glyph, self._kernel(-step))
+            if thinned.max() >= 128 and np.count_nonzero(thinned > 64) > 0.35 * np.count_nonzero(glyph > 64):
+                return thinned  # only when enough is left: thin fonts would vanish
+        return glyph
 
-        gh, gw = g.shape
-        tw = gw - 2 * p  # tight glyph width
-
-        # geometry: glyph coords (centred) -> frame coords, as one homography
+    def _glyph_to_frame(self, shape: tuple[int, int], scale: float, rng: np.random.Generator) -> np.ndarray:
+        """Glyph pixels -> frame pixels, centred on the origin: scale and stretch, shear, rotation, perspective."""
+        height, width = shape
+        tight_width, tight_height = width - 2 * self._PAD, height - 2 * self._PAD
         aspect = float(np.exp(rng.normal(*self.log_aspect)))
         angle = np.deg2rad(rng.uniform(-self.max_rotation, self.max_rotation))
         shear = rng.uniform(-self.max_shear, self.max_shear)
-        persp = rng.uniform(-self.max_perspective, self.max_perspective, size=2) / np.array([tw, th])
-        cx, cy = gw / 2.0, gh / 2.0
-        centre = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]], dtype=np.float64)
-        lin = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]) @ \
-            np.array([[1, shear, 0], [0, 1, 0], [0, 0, 1]]) @ np.diag([scale * aspect, scale / aspect, 1.0])
-        proj = np.array([[1, 0, 0], [0, 1, 0], [persp[0], persp[1], 1]])
-        M = proj @ lin @ centre
-        corners = np.array([[p, p, 1], [gw - p, p, 1], [p, gh - p, 1], [gw - p, gh - p, 1]], dtype=np.float64).T
-        pts = M @ corners
-        pts = pts[:2] / pts[2]
-        (x0, y0), (x1, y1) = pts.min(1), pts.max(1)
-        fit = min(1.0, 0.96 * W / (x1 - x0), 0.96 * H / (y1 - y0))
-        if fit < 1.0:  # too big for the frame: shrink about the centre
-            M = np.diag([fit, fit, 1.0]) @ M
+        # depth change per pixel: the same relative tilt whatever the glyph's size
+        tilt = rng.uniform(-self.max_perspective, self.max_perspective, size=2) / np.array([tight_width, tight_height])
+        to_centre = _translation(-width / 2.0, -height / 2.0)
+        rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+        shearing = np.array([[1, shear, 0], [0, 1, 0], [0, 0, 1]])
+        stretch = np.diag([scale * aspect, scale / aspect, 1.0])
+        perspective = np.array([[1, 0, 0], [0, 1, 0], [tilt[0], tilt[1], 1]])
+        return perspective @ (rotation @ shearing @ stretch) @ to_centre
+
+    def _fit_and_place(self, to_frame: np.ndarray, shape: tuple[int, int],
+                       rng: np.random.Generator) -> tuple[np.ndarray, Box]:
+        """Shrink the glyph into the frame if it is too big, then move it to a random place inside it.
+
+        Returns the final homography and the glyph's bounding box in the frame (x0, y0, x1, y1).
+        """
+        x0, y0, x1, y1 = _tight_box(to_frame, shape, self._PAD)
+        fit = min(1.0, 0.96 * IMAGE_WIDTH / (x1 - x0), 0.96 * IMAGE_HEIGHT / (y1 - y0))
+        if fit < 1.0:  # shrink about the origin, which is still the glyph's centre
+            to_frame = np.diag([fit, fit, 1.0]) @ to_frame
             x0, y0, x1, y1 = x0 * fit, y0 * fit, x1 * fit, y1 * fit
-        # random position with the glyph inside the frame
-        tx = rng.uniform(-x0 + 1, W - 1 - x1) if W - 2 - x1 + x0 > 0 else (W - x1 - x0) / 2
-        ty = rng.uniform(-y0 + 1, H - 1 - y1) if H - 2 - y1 + y0 > 0 else (H - y1 - y0) / 2
-        M = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]]) @ M
-        Minv = np.linalg.inv(M)
+        dx = _random_offset(x0, x1, IMAGE_WIDTH, rng)
+        dy = _random_offset(y0, y1, IMAGE_HEIGHT, rng)
+        return _translation(dx, dy) @ to_frame, (x0 + dx, y0 + dy, x1 + dx, y1 + dy)
 
-        # sample only the glyph's region of the frame (plus a margin for blur and the elastic shift)
-        m = 4
-        rx0, ry0 = max(int(np.floor(x0 + tx)) - m, 0), max(int(np.floor(y0 + ty)) - m, 0)
-        rx1, ry1 = min(int(np.ceil(x1 + tx)) + m, W), min(int(np.ceil(y1 + ty)) + m, H)
-        rw, rh = rx1 - rx0, ry1 - ry0
-        amp = rng.uniform(*self.elastic_px)
-        gy, gx = int(rng.integers(2, 5)), int(rng.integers(2, 6))
-        # one small random grid, upsampled: channels 0-1 the elastic shift, channel 2 the pen pressure
-        field = np.empty((gy, gx, 3), dtype=np.float32)
-        field[..., :2] = rng.standard_normal((gy, gx, 2)) * amp
-        field[..., 2] = rng.uniform(0.8, 1.0, size=(gy, gx))
-        field = cv2.resize(field, (rw, rh), interpolation=cv2.INTER_LINEAR)
-        dx, dy, pressure = field[..., 0], field[..., 1], field[..., 2]
-        X = np.arange(rx0, rx1, dtype=np.float32)[None, :] + dx
-        Y = np.arange(ry0, ry1, dtype=np.float32)[:, None] + dy
-        a = Minv.astype(np.float32)
-        den = a[2, 0] * X + a[2, 1] * Y + a[2, 2]
-        mx = (a[0, 0] * X + a[0, 1] * Y + a[0, 2]) / den
-        my = (a[1, 0] * X + a[1, 1] * Y + a[1, 2]) / den
-        cov = cv2.remap(g, mx, my, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    def _warp(self, coverage: np.ndarray, to_frame: np.ndarray, box: Box,
+              rng: np.random.Generator) -> tuple[Region, np.ndarray, np.ndarray]:
+        """Sample the glyph's coverage into its region of the frame through the homography and an elastic shift.
 
-        if rng.random() < self.blur_prob:
-            cov = cv2.GaussianBlur(cov, (0, 0), sigmaX=float(rng.uniform(0.3, 0.9)))
+        Only the region around the glyph is sampled (with a margin for blur and the shift): far cheaper than the
+        whole frame. Returns the region, the coverage there (uint8) and the pen pressure there (0.8–1).
+        """
+        region = _frame_region(box, margin=4)
+        x0, y0, x1, y1 = region
+        shift_x, shift_y, pressure = self._smooth_fields(x1 - x0, y1 - y0, rng)
+        frame_x = np.arange(x0, x1, dtype=np.float32)[None, :] + shift_x
+        frame_y = np.arange(y0, y1, dtype=np.float32)[:, None] + shift_y
+        glyph_x, glyph_y = _project(np.linalg.inv(to_frame), frame_x, frame_y)
+        sampled = cv2.remap(coverage, glyph_x, glyph_y, interpolation=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return region, sampled, pressure
 
-        # ink: darkness and a smooth pen-pressure field over the glyph
+    def _smooth_fields(self, width: int, height: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Elastic shift (x, y, in pixels) and pen pressure over a region: one coarse random grid, upsampled."""
+        amplitude = rng.uniform(*self.elastic_px)
+        rows, cols = int(rng.integers(2, 5)), int(rng.integers(2, 6))
+        grid = np.empty((rows, cols, 3), dtype=np.float32)
+        grid[..., :2] = rng.standard_normal((rows, cols, 2)) * amplitude
+        grid[..., 2] = rng.uniform(0.8, 1.0, size=(rows, cols))
+        field = cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
+        return field[..., 0], field[..., 1], field[..., 2]
+
+    def _ink(self, coverage: np.ndarray, pressure: np.ndarray, region: Region, rng: np.random.Generator) -> np.ndarray:
+        """The page: paper (white, or grey with noise) with the coverage laid on as ink of a random darkness."""
         ink = rng.uniform(*self.ink)
         # half the pages are pure white; scanned-grey pages and paper noise for the rest (also keeps files small)
         grey = rng.random() < self.grey_paper_prob
         paper = rng.uniform(*self.paper) if grey else 255.0
         # gain > 1 saturates the stroke centres: real ink is dark right across the stroke
         gain = np.float32(rng.uniform(*self.ink_gain) * (paper - ink) / 255.0)
-        depth = np.minimum(cov.astype(np.float32) * pressure * gain, np.float32(paper - ink))
+        darkening = np.minimum(coverage.astype(np.float32) * pressure * gain, np.float32(paper - ink))
+        page = self._paper(paper, grey, rng)
+        x0, y0, x1, y1 = region
+        page[y0:y1, x0:x1] -= darkening
+        np.clip(page, 0, 255, out=page)
+        return (page + 0.5).astype(np.uint8)
 
-        out = np.full((H, W), paper, dtype=np.float32)
+    def _paper(self, level: float, grey: bool, rng: np.random.Generator) -> np.ndarray:
+        """A blank float32 page at ``level``; a grey page also gets noise cropped from the fixed texture."""
+        page = np.full((IMAGE_HEIGHT, IMAGE_WIDTH), level, dtype=np.float32)
         sigma = rng.uniform(*self.noise_sigma) if grey else 0.0
         if sigma > 0:
-            noise = self._noise_field()
-            oy, ox = int(rng.integers(H)), int(rng.integers(W))
-            out += noise[oy:oy + H, ox:ox + W] * np.float32(sigma)
-        out[ry0:ry1, rx0:rx1] -= depth
-        np.clip(out, 0, 255, out=out)
-        return (out + 0.5).astype(np.uint8)
+            oy, ox = int(rng.integers(IMAGE_HEIGHT)), int(rng.integers(IMAGE_WIDTH))
+            page += self._noise_field()[oy:oy + IMAGE_HEIGHT, ox:ox + IMAGE_WIDTH] * np.float32(sigma)
+        return page
+
+
+def _translation(dx: float, dy: float) -> np.ndarray:
+    """3×3 homography moving points by (dx, dy)."""
+    return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]], dtype=np.float64)
+
+
+def _tight_box(to_frame: np.ndarray, shape: tuple[int, int], pad: int) -> Box:
+    """Bounds in the frame of the glyph's tight box (its padded array less ``pad``) under the homography."""
+    height, width = shape
+    corners = np.array([[pad, pad, 1], [width - pad, pad, 1], [pad, height - pad, 1], [width - pad, height - pad, 1]],
+                       dtype=np.float64).T
+    points = to_frame @ corners
+    points = points[:2] / points[2]
+    (x0, y0), (x1, y1) = points.min(1), points.max(1)
+    return x0, y0, x1, y1
+
+
+def _random_offset(low: float, high: float, size: int, rng: np.random.Generator) -> float:
+    """A shift that puts [low, high] at a random place inside [1, size - 1], or centres it when it barely fits."""
+    if size - 2 - high + low > 0:
+        return rng.uniform(-low + 1, size - 1 - high)
+    return (size - high - low) / 2
+
+
+def _frame_region(box: Box, margin: int) -> Region:
+    """The whole pixels of the frame that ``box`` touches, grown by ``margin`` and clipped to the frame."""
+    x0, y0, x1, y1 = box
+    return (max(int(np.floor(x0)) - margin, 0), max(int(np.floor(y0)) - margin, 0),
+            min(int(np.ceil(x1)) + margin, IMAGE_WIDTH), min(int(np.ceil(y1)) + margin, IMAGE_HEIGHT))
+
+
+def _project(homography: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Apply a homography to float32 point grids, in float32 (what ``cv2.remap`` takes)."""
+    h = homography.astype(np.float32)
+    depth = h[2, 0] * x + h[2, 1] * y + h[2, 2]
+    return (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / depth, (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / depth
