@@ -15,7 +15,7 @@ from typing import Any
 from .argtypes import non_negative_int
 from .presets import PRESETS, preset_values
 
-__all__ = ["TrainConfig", "add_config_arguments", "config_from_args", "RUNTIME_FIELDS"]
+__all__ = ["TrainConfig", "add_config_arguments", "config_from_args", "RUNTIME_FIELDS", "OPTION_GROUPS"]
 
 # Fields that may change between an interrupted run and its resumption without changing the result
 # (where things are, how fast they go, how chatty); every other field must match the checkpoint.
@@ -25,9 +25,24 @@ RUNTIME_FIELDS = frozenset({"data_dir", "out_dir", "cache_dir", "num_workers", "
 # CLI spellings that differ from ``--field-name`` (the README's short forms).
 _FLAGS = {"data_dir": "--data", "out_dir": "--out", "image_size": "--size", "val_data_dir": "--val-data"}
 
+# The sections of ``train --help``, in order (as timm groups its train.py options): each field names its
+# section in its metadata, so a new field cannot be left out of the help's structure.
+OPTION_GROUPS: dict[str, str] = {
+    "data": "what to train and validate on, and how it is split",
+    "model": "the network and the weights it starts from",
+    "optimisation": "optimizer, batch size and weight averaging",
+    "loss": "weights of the heads' losses and label smoothing",
+    "schedule": "how long to train, the learning-rate schedule, when to validate",
+    "augmentation": "random affine transforms, cutmix and mixup of the training batches",
+    "run": "preset, output folder, seed, resuming, device, speed and logging",
+}
 
-def _f(default: Any, help_text: str, parse: Any = None, choices: tuple | None = None):
-    meta = {"help": help_text, "type": parse, "choices": choices}
+
+def _f(default: Any, help_text: str, parse: Any = None, choices: tuple | None = None, *, group: str):
+    """A ``TrainConfig`` field with its ``train`` option's help, parser, choices and ``--help`` section."""
+    if group not in OPTION_GROUPS:
+        raise ValueError(f"unknown option group {group!r}; known: {', '.join(OPTION_GROUPS)}")
+    meta = {"help": help_text, "type": parse, "choices": choices, "group": group}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -37,74 +52,85 @@ def _f(default: Any, help_text: str, parse: Any = None, choices: tuple | None = 
 class TrainConfig:
     """A training run. Defaults are small and CPU-friendly (64 px, b0) and run on the synthetic data."""
 
-    data_dir: str = _f("", "competition folder (train.csv + train_image_data_*.parquet)")
-    out_dir: str = _f("runs/run", "run folder: config.json, last.pt, best.pt, history.csv, curves.png")
+    data_dir: str = _f("", "competition folder (train.csv + train_image_data_*.parquet)", group="data")
+    out_dir: str = _f("runs/run", "run folder: config.json, last.pt, best.pt, history.csv, curves.png", group="run")
     cache_dir: str | None = _f(None, "folder of the preprocessed uint8 cache (default <out>/cache); share it "
                                      "between runs to preprocess once (each data folder gets its own subfolder, "
                                      "unless its cache is in the folder itself, as `preprocess --out` makes it)",
-                               parse=str)
-    image_size: int = _f(64, "side of the preprocessed square images in pixels")
-    model: str = _f("efficientnet-b0", "EfficientNet variant, efficientnet-b0 .. efficientnet-b7")
-    pooling: str = _f("gem", "global pooling of the backbone features", choices=("gem", "avg"))
-    dropout: float = _f(0.2, "dropout before the neck")
+                               parse=str, group="data")
+    image_size: int = _f(64, "side of the preprocessed square images in pixels", group="data")
+    model: str = _f("efficientnet-b0", "EfficientNet variant, efficientnet-b0 .. efficientnet-b7", group="model")
+    pooling: str = _f("gem", "global pooling of the backbone features", choices=("gem", "avg"), group="model")
+    dropout: float = _f(0.2, "dropout before the neck", group="model")
     bn_momentum: float = _f(0.1, "momentum of every batch norm's running statistics (efficientnet-pytorch "
-                                 "uses 0.01, too slow for short runs: eval-mode predictions stay constant)")
-    imagenet_weights: str | None = _f(None, "local efficientnet-pytorch ImageNet .pth to initialise from", parse=str)
-    batch_size: int = _f(64, "images per step (per process under torchrun)")
-    epochs: int = _f(2, "number of epochs")
-    max_steps: int | None = _f(None, "cap on training steps per epoch (tiny runs, smoke tests)", parse=int)
+                                 "uses 0.01, too slow for short runs: eval-mode predictions stay constant)",
+                        group="model")
+    imagenet_weights: str | None = _f(None, "local efficientnet-pytorch ImageNet .pth to initialise from", parse=str,
+                                      group="model")
+    batch_size: int = _f(64, "images per step (per process under torchrun)", group="optimisation")
+    epochs: int = _f(2, "number of epochs", group="schedule")
+    max_steps: int | None = _f(None, "cap on training steps per epoch (tiny runs, smoke tests)", parse=int,
+                               group="schedule")
     time_budget: float | None = _f(None, "stop after this many seconds of training (or --epochs, whichever comes "
-                                         "first); the learning-rate schedule then follows the clock", parse=float)
-    val_every: int = _f(1, "validate every N epochs (and after the last)")
-    optimizer: str = _f("adamw", "optimizer", choices=("adamw", "lars"))
-    lr: float = _f(2e-3, "peak learning rate")
-    weight_decay: float = _f(1e-2, "weight decay (not applied to biases and norm weights)")
-    momentum: float = _f(0.9, "LARS momentum")
+                                         "first); the learning-rate schedule then follows the clock", parse=float,
+                                 group="schedule")
+    val_every: int = _f(1, "validate every N epochs (and after the last)", group="schedule")
+    optimizer: str = _f("adamw", "optimizer", choices=("adamw", "lars"), group="optimisation")
+    lr: float = _f(2e-3, "peak learning rate", group="optimisation")
+    weight_decay: float = _f(1e-2, "weight decay (not applied to biases and norm weights)", group="optimisation")
+    momentum: float = _f(0.9, "LARS momentum", group="optimisation")
     schedule: str = _f("onecycle", "learning-rate schedule per step: one-cycle (warm-up then cosine to ~0), "
                                    "cosine (linear warm-up then cosine), constant",
-                       choices=("onecycle", "cosine", "constant"))
-    warmup: float = _f(0.1, "warm-up length as a fraction of all steps")
-    grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)")
-    loss_weights: tuple = _f((2.0, 1.0, 1.0), "weights of the root, vowel and consonant losses", parse=float)
+                       choices=("onecycle", "cosine", "constant"), group="schedule")
+    warmup: float = _f(0.1, "warm-up length as a fraction of all steps", group="schedule")
+    grad_clip: float = _f(0.0, "clip the gradient norm to this value (0: off)", group="optimisation")
+    loss_weights: tuple = _f((2.0, 1.0, 1.0), "weights of the root, vowel and consonant losses", parse=float,
+                             group="loss")
     grapheme_loss_weight: float = _f(0.0, "weight of an auxiliary loss over whole graphemes: a fourth head, used in "
                                      "training only, over the 1,292 real (root, vowel, consonant) triples (0: "
-                                     "no such head)")
-    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropies")
-    affine_degrees: float = _f(8.0, "random rotation range in degrees (+-)")
-    affine_scale: tuple = _f((0.9, 1.1), "random scale range (min max)", parse=float)
-    affine_translate: float = _f(0.06, "random shift range as a fraction of the image side (+-)")
-    affine_shear: float = _f(8.0, "random shear range in degrees (+-)")
-    cutmix_p: float = _f(0.3, "probability that a batch gets cutmix")
-    mixup_p: float = _f(0.0, "probability that a batch gets mixup (cutmix_p + mixup_p <= 1)")
-    mix_alpha: float = _f(1.0, "Beta(alpha, alpha) parameter of cutmix/mixup")
-    val_fraction: float = _f(0.2, "validation fraction, stratified by grapheme root (when n_folds is 0)")
-    n_folds: int = _f(0, "k-fold split stratified by grapheme root (0: use val_fraction)")
-    fold: int = _f(0, "which fold is the validation set when n_folds > 0")
-    seed: int = _f(0, "random seed (split, initialisation, shuffling, augmentation)", parse=non_negative_int)
-    num_workers: int = _f(0, "DataLoader worker processes")
-    preprocess_workers: int | None = _f(None, "processes for building the cache (default: all cores)", parse=int)
-    device: str = _f("auto", "auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)")
-    amp: bool = _f(True, "mixed precision (CUDA only; ignored on the CPU)")
-    channels_last: bool = _f(True, "channels_last memory format (faster on CUDA and on the CPU: ~1.4x per step for b0)")
-    resume: bool = _f(False, "continue from <out>/last.pt")
-    overwrite: bool = _f(False, "start again in a run folder that already has checkpoints")
-    log_every: int = _f(10, "update the progress bar's running loss every N steps")
-    progress: bool = _f(True, "show progress bars")
+                                     "no such head)", group="loss")
+    label_smoothing: float = _f(0.0, "label smoothing of the cross-entropies", group="loss")
+    affine_degrees: float = _f(8.0, "random rotation range in degrees (+-)", group="augmentation")
+    affine_scale: tuple = _f((0.9, 1.1), "random scale range (min max)", parse=float, group="augmentation")
+    affine_translate: float = _f(0.06, "random shift range as a fraction of the image side (+-)", group="augmentation")
+    affine_shear: float = _f(8.0, "random shear range in degrees (+-)", group="augmentation")
+    cutmix_p: float = _f(0.3, "probability that a batch gets cutmix", group="augmentation")
+    mixup_p: float = _f(0.0, "probability that a batch gets mixup (cutmix_p + mixup_p <= 1)", group="augmentation")
+    mix_alpha: float = _f(1.0, "Beta(alpha, alpha) parameter of cutmix/mixup", group="augmentation")
+    val_fraction: float = _f(0.2, "validation fraction, stratified by grapheme root (when n_folds is 0)", group="data")
+    n_folds: int = _f(0, "k-fold split stratified by grapheme root (0: use val_fraction)", group="data")
+    fold: int = _f(0, "which fold is the validation set when n_folds > 0", group="data")
+    seed: int = _f(0, "random seed (split, initialisation, shuffling, augmentation)", parse=non_negative_int,
+                   group="run")
+    num_workers: int = _f(0, "DataLoader worker processes", group="run")
+    preprocess_workers: int | None = _f(None, "processes for building the cache (default: all cores)", parse=int,
+                                        group="run")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)", group="run")
+    amp: bool = _f(True, "mixed precision (CUDA only; ignored on the CPU)", group="run")
+    channels_last: bool = _f(True, "channels_last memory format (faster on CUDA and on the CPU: ~1.4x per step for b0)",
+                             group="run")
+    resume: bool = _f(False, "continue from <out>/last.pt", group="run")
+    overwrite: bool = _f(False, "start again in a run folder that already has checkpoints", group="run")
+    log_every: int = _f(10, "update the progress bar's running loss every N steps", group="run")
+    progress: bool = _f(True, "show progress bars", group="run")
     # fine-tuning, other data sources and presets (bengali_kit.finetune / sources / presets)
     init: str | None = _f(None, "start from this checkpoint's weights: all of them when the architecture "
-                                "matches, else the backbone (and neck/heads when they fit)", parse=str)
-    head_warmup_epochs: int = _f(0, "first epochs where only pooling, neck and heads train (backbone frozen)")
+                                "matches, else the backbone (and neck/heads when they fit)", parse=str, group="model")
+    head_warmup_epochs: int = _f(0, "first epochs where only pooling, neck and heads train (backbone frozen)",
+                                 group="schedule")
     val_data_dir: str | None = _f(None, "validate on every labelled image of this folder and train on all "
-                                        "of --data (e.g. import-crops' val/ and train/)", parse=str)
+                                        "of --data (e.g. import-crops' val/ and train/)", parse=str, group="data")
     synthetic_stream: bool = _f(False, "train on graphemes rendered on the fly (no --data needed; validates "
-                                       "on --val-data, else on --data, else on rendered images)")
-    steps_per_epoch: int = _f(500, "batches per epoch with --synthetic-stream")
-    stream_alpha: float = _f(0.5, "--synthetic-stream label frequencies: real counts ** alpha (0: uniform)")
-    stream_novel_fraction: float = _f(0.2, "--synthetic-stream share of valid triples absent from the real data")
+                                       "on --val-data, else on --data, else on rendered images)", group="data")
+    steps_per_epoch: int = _f(500, "batches per epoch with --synthetic-stream", group="data")
+    stream_alpha: float = _f(0.5, "--synthetic-stream label frequencies: real counts ** alpha (0: uniform)",
+                             group="data")
+    stream_novel_fraction: float = _f(0.2, "--synthetic-stream share of valid triples absent from the real data",
+                                      group="data")
     ema_decay: float = _f(0.0, "keep an EMA of the weights with this decay (e.g. 0.999); validated and "
-                               "saved in place of the raw weights (0: off)")
+                               "saved in place of the raw weights (0: off)", group="optimisation")
     preset: str | None = _f(None, "named settings: " + ", ".join(PRESETS) + " (options you type win over "
-                                  "the preset's)", parse=str, choices=tuple(PRESETS))
+                                  "the preset's)", parse=str, choices=tuple(PRESETS), group="run")
 
     def __post_init__(self) -> None:
         self.loss_weights = tuple(float(v) for v in self.loss_weights)
@@ -182,12 +208,13 @@ class TrainConfig:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one option per ``TrainConfig`` field.
+    """Add one option per ``TrainConfig`` field, in the ``--help`` section its metadata names (``OPTION_GROUPS``).
 
     Defaults are ``argparse.SUPPRESS``: an option the user did not type is absent from the namespace, so
     ``config_from_args`` can tell "typed the default value" from "left it open" (a preset fills only the latter).
     """
-    for f in dataclasses.fields(TrainConfig):
+    sections = {name: parser.add_argument_group(name, text) for name, text in OPTION_GROUPS.items()}
+    for f in sorted(dataclasses.fields(TrainConfig), key=lambda f: list(OPTION_GROUPS).index(f.metadata["group"])):
         flag = _FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
         flags = [flag] if flag == "--" + f.name.replace("_", "-") else [flag, "--" + f.name.replace("_", "-")]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -203,7 +230,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             kw.update(nargs=len(default), type=f.metadata["type"] or type(default[0]), metavar="V")
         else:
             kw["type"] = f.metadata["type"] or type(default)
-        parser.add_argument(*flags, **kw)
+        sections[f.metadata["group"]].add_argument(*flags, **kw)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -5,6 +5,7 @@ Tiny settings throughout (32 px, b0, batch 16, 2 steps per epoch) on the session
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,7 +26,7 @@ from bengali_kit.errors import DataError
 from bengali_kit.metrics import component_recalls
 from bengali_kit.model import load_checkpoint, load_model
 from bengali_kit.train import TrainConfig, train
-from bengali_kit.train_config import add_config_arguments, config_from_args
+from bengali_kit.train_config import OPTION_GROUPS, add_config_arguments, config_from_args
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=32, batch_size=16, epochs=2, max_steps=2, num_workers=0, progress=False,
@@ -291,6 +292,24 @@ def test_config_round_trips_through_dict_and_argparse():
         TrainConfig(data_dir="d", cutmix_p=0.8, mixup_p=0.5).validate()
     assert TrainConfig(data_dir="d").differences(TrainConfig(data_dir="e", num_workers=4)) == []
     assert TrainConfig(data_dir="d").differences(TrainConfig(data_dir="d", lr=1.0)) == ["lr: 0.002 != 1.0"]
+
+
+def test_train_help_groups_every_option_in_one_section(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    sections: dict[str, list[str]] = {}
+    for line in capsys.readouterr().out.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            sections[line[:-1]] = []
+        elif line.startswith("  -") and sections:
+            sections[list(sections)[-1]] += [s.split()[0] for s in line.strip().split(", ")]
+    assert list(sections)[1:] == list(OPTION_GROUPS)  # the first, argparse's own, holds only --help
+    fields = dataclasses.fields(TrainConfig)
+    assert {f.metadata["group"] for f in fields} == set(OPTION_GROUPS)  # no empty section
+    for f in fields:
+        flag = "--" + f.name.replace("_", "-")
+        assert [name for name, flags in sections.items() if flag in flags] == [f.metadata["group"]], flag
 
 
 def test_plots_write_pngs(run_a, tmp_path):
