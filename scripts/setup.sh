@@ -1,14 +1,36 @@
 #!/usr/bin/env bash
 # Installs what the kit needs on a fresh Debian machine (run as root): Bengali fonts from Debian when
-# missing, then the pinned Python requirements and the kit itself (editable). Safe to run again.
+# missing, then the pinned Python requirements and the kit itself (editable). Safe to run again: on a machine
+# already set up it touches nothing (no apt-get, no pip) and takes a second or two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! fc-list :lang=bn 2>/dev/null | grep -qiE "lohit|noto|akaash|ani|mukti|likhan"; then
+# Fonts the kit will find (bengali_kit/synthetic/fonts.py looks in these folders for .ttf/.otf files with
+# "beng" in their path): when there are some, the system is left alone; fontconfig is not needed to tell.
+bengali_fonts_present() {
+  local dir
+  for dir in /usr/share/fonts /usr/local/share/fonts "${HOME:-}/.local/share/fonts" "${HOME:-}/.fonts"; do
+    [ -d "$dir" ] || continue
+    if [ -n "$(find "$dir" -ipath '*beng*' \( -iname '*.ttf' -o -iname '*.otf' \) -print -quit 2>/dev/null)" ]; then
+      return 0
+    fi
+  done
+  return 1
+}
+
+FONT_PACKAGES="fontconfig fonts-beng-extra fonts-lohit-beng-bengali fonts-noto-core"
+if bengali_fonts_present; then
+  echo "== Bengali fonts already installed: skipping apt-get"
+elif [ "$(id -u)" != 0 ]; then
+  # apt-get would fail on permissions half-way; say what to run instead
+  echo "== no Bengali fonts found; as root run: apt-get install $FONT_PACKAGES" >&2
+  exit 1
+else
   echo "== installing Bengali fonts (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends fontconfig fonts-beng-extra fonts-lohit-beng-bengali fonts-noto-core >/dev/null
+  # shellcheck disable=SC2086 # a list of package names
+  apt-get install -y -qq --no-install-recommends $FONT_PACKAGES >/dev/null
 fi
 
 PY=${PYTHON:-python3}
