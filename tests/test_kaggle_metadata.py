@@ -1,4 +1,4 @@
-"""kernel-metadata.json per accelerator, and the kernel run-time estimate ``package`` prints."""
+"""dataset-metadata.json's licence, kernel-metadata.json per accelerator, and the run-time estimate."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +6,16 @@ import pytest
 from bengali_kit.cli import build_parser
 from bengali_kit.kaggle import ACCELERATORS, estimate_runtime, kernel_metadata
 from bengali_kit.kaggle.estimate import HIDDEN_TEST_IMAGES, LIMIT_MINUTES
+from bengali_kit.kaggle.metadata import KAGGLE_DATASET_LICENCES, dataset_metadata
+
+
+def test_dataset_licence_is_the_competition_data_licence_by_default():
+    meta = dataset_metadata("someone", "bengali-b0-model", "Bengali b0 model")
+    assert meta["licenses"] == [{"name": "CC-BY-NC-SA-4.0"}] and "CC-BY-NC-SA-4.0" in KAGGLE_DATASET_LICENCES
+    other = dataset_metadata("someone", "s-s", "a title", licence="CC-BY-NC-4.0")
+    assert other["licenses"] == [{"name": "CC-BY-NC-4.0"}]
+    with pytest.raises(ValueError, match="kaggle CLI accepts"):
+        dataset_metadata("someone", "s-s", "a title", licence="CC-BY-NC-SA")  # Kaggle needs the version too
 
 
 @pytest.mark.parametrize("accel, shape, gpu", [("t4", "NvidiaTeslaT4", True), ("t4x2", "NvidiaTeslaT4", True),

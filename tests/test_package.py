@@ -71,7 +71,7 @@ def test_package_layout_and_metadata(built):
     assert sorted(n for n in names if n.startswith("wheels/")) == [f"wheels/{KIT_WHEEL}", f"wheels/{EFFNET_WHEEL}"]
     meta = json.loads((out / "dataset-metadata.json").read_text())
     assert meta["id"] == "someone/bengali-tiny-model"
-    assert meta["licenses"] == [{"name": "CC0-1.0"}]
+    assert meta["licenses"] == [{"name": "CC-BY-NC-SA-4.0"}]  # the competition data's licence, not CC0
     assert 6 <= len(meta["title"]) <= 50
     kmeta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
     assert kmeta["id"] == "someone/bengali-tiny-model-inference"

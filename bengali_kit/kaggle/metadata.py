@@ -50,9 +50,26 @@ def kernel_slug(slug: str) -> str:
     return f"{slug}{KERNEL_SUFFIX}"
 
 
-def dataset_metadata(user: str, slug: str, title: str) -> dict:
-    """``dataset-metadata.json``: the dataset's id and title (private until the user shares it)."""
-    return {"title": title, "id": f"{user}/{slug}", "licenses": [{"name": "CC0-1.0"}]}
+# The licence names ``kaggle datasets create`` accepts in dataset-metadata.json ("licenses": exactly one entry,
+# only its "name" is read): the "Licenses" section of docs/datasets_metadata.md in Kaggle/kaggle-api.
+KAGGLE_DATASET_LICENCES = frozenset({
+    "CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-SA-4.0", "GPL-2.0", "ODbL-1.0", "DbCL-1.0",
+    "copyright-authors", "other", "unknown", "CC-BY-4.0", "CC-BY-NC-4.0", "PDDL", "CC-BY-3.0", "CC-BY-3.0-IGO",
+    "US-Government-Works", "CC-BY-NC-SA-3.0-IGO", "CDLA-Permissive-1.0", "CDLA-Sharing-1.0", "CC-BY-ND-4.0",
+    "CC-BY-NC-ND-4.0", "ODC-BY-1.0", "LGPL-3.0", "AGPL-3.0", "FDL-1.3", "EU-ODP-Legal-Notice", "apache-2.0",
+    "GPL-3.0",
+})
+# The package holds weights trained on the competition's data, which Bengali.AI released under CC BY-NC-SA 4.0
+# (README, weights/README.md): the weights fall under the same licence, so the dataset cannot be CC0.
+DEFAULT_DATASET_LICENCE = "CC-BY-NC-SA-4.0"
+
+
+def dataset_metadata(user: str, slug: str, title: str, licence: str = DEFAULT_DATASET_LICENCE) -> dict:
+    """``dataset-metadata.json``: the dataset's id, title and licence (private until the user shares it)."""
+    if licence not in KAGGLE_DATASET_LICENCES:
+        raise ValueError(f"licence {licence!r} is not one the kaggle CLI accepts: "
+                         f"{', '.join(sorted(KAGGLE_DATASET_LICENCES))}")
+    return {"title": title, "id": f"{user}/{slug}", "licenses": [{"name": licence}]}
 
 
 def kernel_metadata(user: str, slug: str, accel: str = DEFAULT_ACCELERATOR) -> dict:
