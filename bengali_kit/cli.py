@@ -7,8 +7,11 @@ one-line message; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-from typing import Callable, NoReturn, Sequence
+import threading
+from typing import Any, Callable, NoReturn, Sequence
 
 from .argtypes import non_negative_int, positive_int
 from .errors import DataError, one_line
@@ -69,9 +72,9 @@ def _add_preprocess(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="CACHE_DIR",
                    help="cache folder for the <split>_<size>.npy arrays, their ids and manifests")
     p.add_argument("--split", choices=("train", "test", "both"), default="both", help="which parquets to preprocess")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="threads cropping in parallel (default: the number of CPUs)")
-    p.add_argument("--batch-size", type=int, default=2048, help="images read from a parquet at a time")
+    p.add_argument("--batch-size", type=positive_int, default=2048, help="images read from a parquet at a time")
     p.add_argument("--interpolation", default="linear", choices=("area", "linear", "cubic", "nearest", "lanczos"),
                    help="cv2.resize interpolation (Iafoss's kernel used linear)")
     p.add_argument("--force", action="store_true", help="rebuild even when the cache is up to date")
@@ -82,7 +85,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import data
-    from .preprocess import build_cache
+    from .preprocess import build_cache, check_split
 
     splits = ["train", "test"] if args.split == "both" else [args.split]
     todo = []
@@ -99,6 +102,8 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     if not todo:
         raise DataError(args.data_dir,
                         "no train_image_data_*.parquet or test_image_data_*.parquet files in this folder")
+    for split in todo:  # every split checked before any is written (a bad test split leaves no train cache)
+        check_split(args.data_dir, split)
     for split in todo:
         info = build_cache(args.data_dir, split, size=args.size, out_dir=args.out, workers=args.workers,
                            progress=not args.no_progress, batch_size=args.batch_size, force=args.force,
@@ -173,15 +178,21 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="FILE",
                    help="also write the scores (weighted and per component), the image count and the checkpoint "
                         "to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
+    from .data import data_files
     from .evaluation import evaluate
-    from .files import atomic_write_text
+    from .files import atomic_write_text, check_output_file
 
+    if args.json:  # before the (slow) scoring; never one of the files it reads
+        inputs = [*data_files(args.data), *args.checkpoint, *(Path(c).parent / "val_ids.csv" for c in args.checkpoint)]
+        check_output_file(args.json, overwrite=args.overwrite, inputs=inputs)
     res = evaluate(args.data, args.checkpoint, all_images=args.all_images, batch_size=args.batch_size,
                    device=args.device, tta=args.tta, progress=not args.no_progress)
     print(res.summary(worst=args.worst))
@@ -357,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bengali-kit`` and ``python -m bengali_kit``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _stop_on_sigterm()
     try:
         return int(args._run(args) or 0)
     except (DataError, ValueError, OSError) as err:
@@ -364,9 +376,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"bengali-kit {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print(f"bengali-kit {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"bengali-kit {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (how Kaggle and job schedulers stop a job), raised like Ctrl-C so that temp files are removed."""
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM raise ``_Terminated`` in this process (not in its forked workers); returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    main_pid = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != main_pid:  # a forked worker: die as it would have died
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _message(err: BaseException) -> str:

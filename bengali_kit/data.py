@@ -23,7 +23,7 @@ from .files import atomic_path
 __all__ = [
     "DataError", "IMAGE_HEIGHT", "IMAGE_WIDTH", "N_PIXELS", "ImageBatch", "iter_image_batches", "read_images",
     "count_images", "parquet_ids", "image_parquets", "read_train_csv", "read_test_csv", "read_sample_submission",
-    "check_labels_match_images", "write_image_parquet", "labels_array",
+    "check_labels_match_images", "write_image_parquet", "labels_array", "data_files",
 ]
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 137, 236
@@ -197,7 +197,7 @@ def _check_unique(path: Path, ids: np.ndarray) -> None:
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1]
-        raise DataError(path, f"{len(dup)} duplicate image_id(s), e.g. {dup[0]!r}")
+        raise DataError(path, f"{len(dup)} duplicate image_id(s), e.g. {str(dup[0])!r}")
 
 
 _PARQUET_RE = re.compile(r"^(train|test)_image_data_(\d+)\.parquet$")
@@ -225,6 +225,18 @@ def image_parquets(data_dir: str | Path, split: str) -> list[Path]:
     if not found:
         raise DataError(data_dir, f"no {split}_image_data_*.parquet files in this folder")
     return [p for _, p in sorted(found)]
+
+
+#: The csv files a competition folder is read from (with its parquets): what no output may replace.
+DATA_CSVS = ("train.csv", "test.csv", "class_map.csv", "sample_submission.csv", "test_labels.csv")
+
+
+def data_files(data_dir: str | Path) -> list[Path]:
+    """The competition files present in ``data_dir`` (csv files and image parquets): a command's inputs."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        return []
+    return sorted(p for p in data_dir.iterdir() if p.name in DATA_CSVS or _PARQUET_RE.match(p.name))
 
 
 def _read_csv(path: str | Path, columns: list[str], dtypes: dict) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .errors import DataError
+from .files import check_output_file
 from .model import check_checkpoint_structure, load_checkpoint, save_torch
 
 __all__ = ["export_weights", "KEEP"]
@@ -24,8 +25,7 @@ KEEP = ("model_config", "image_size", "preprocess", "metric", "scores", "n_val",
 def export_weights(src: str | Path, dst: str | Path, half: bool = True, overwrite: bool = False) -> dict:
     """Write the shippable part of checkpoint ``src`` to ``dst``; returns the exported checkpoint."""
     src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise DataError(dst, "file exists (pass --overwrite to replace it)")
+    check_output_file(dst, overwrite=overwrite, inputs=[src])  # never the checkpoint it reads
     ckpt = load_checkpoint(src)
     ema = ckpt.get("ema")
     weights = ema["model"] if isinstance(ema, dict) and isinstance(ema.get("model"), dict) else ckpt["model"]

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .errors import DataError
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_folder", "prepare_output_dir",
-           "check_output_file", "os_problem", "WRITE_ERRNOS"]
+           "check_output_file", "os_problem", "WRITE_ERRNOS", "refuse_inputs", "hold_lock", "temp_prefix",
+           "remove_stale_temps", "copy_tree_linked"]
 
 #: errno values that can only come from writing: met inside ``atomic_path``, they concern the output.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
@@ -33,6 +38,148 @@ def os_problem(err: OSError) -> str:
     if err.errno in reasons:
         return reasons[err.errno]
     return (err.strerror or str(err) or type(err).__name__).lower()
+
+
+_HOST = socket.gethostname() or "localhost"
+#: A short tag of this machine in temp names: a temp of another machine (a shared folder) is never judged stale.
+_HOST_TAG = hashlib.sha1(_HOST.encode()).hexdigest()[:6]
+
+
+def temp_prefix(path: Path, kind: str = "") -> str:
+    """Prefix of the kit's temporary names beside ``path``: ``.<name>.<kind><pid>@<host>-``.
+
+    The pid and host let a later run tell a leftover of a killed process (removed) from a live writer's file.
+    """
+    return f".{path.name}.{kind}{os.getpid()}@{_HOST_TAG}-"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the kit's temporary files and folders beside ``path`` whose process on this machine is gone.
+
+    A run killed hard (SIGKILL, a power cut) cannot clean up; the next run on the same output does. Only
+    names of the kit's own pattern (:func:`temp_prefix`) are touched. Returns what was removed.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:old\.)?(\d+)@([0-9a-f]{{6}})-[A-Za-z0-9_]+"
+                         r"(?:\.tmp|\.old|\.probe)?")
+    removed = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.fullmatch(entry.name)
+        if m is None or m.group(2) != _HOST_TAG or pid_alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_inputs(out: str | Path, inputs: Iterable[str | Path], option: str = "the output") -> None:
+    """DataError when ``out`` is one of ``inputs`` or a folder that holds one, ``--overwrite`` or not.
+
+    Paths are compared as files on the disk (links and ``..`` included): an output never replaces an input.
+    """
+    out = Path(out)
+    for item in inputs:
+        item = Path(item)
+        if _same(out, item):
+            raise DataError(out, f"is an input of this command ({item}); choose another {option}")
+        if out.is_dir() and item.exists():
+            for parent in item.resolve().parents:
+                if _same(out, parent):
+                    raise DataError(out, f"holds an input of this command ({item}); choose another {option}")
+
+
+@contextlib.contextmanager
+def hold_lock(target: str | Path, lock: str | Path | None = None) -> Iterator[Path]:
+    """One writer at a time for ``target`` (a run folder, a cache): a lock file holding the writer's pid and host.
+
+    ``lock`` defaults to ``.<name>.lock`` beside ``target`` (so that the target itself is not created
+    before its inputs are checked). A second writer gets a one-line DataError naming the holder at once;
+    a lock left by a dead process of this machine is taken over. The lock file is removed on exit.
+    """
+    target = Path(target)
+    lock = Path(lock) if lock is not None else target.parent / f".{target.name}.lock"
+    mine = json.dumps({"pid": os.getpid(), "host": _HOST}) + "\n"
+    for _ in range(3):
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None and (holder[1] != _HOST or pid_alive(holder[0])):
+                raise DataError(target, f"in use by process {holder[0]} on {holder[1]} (lock file {lock}); "
+                                        f"wait for it to finish or stop it") from None
+            with contextlib.suppress(FileNotFoundError):  # a killed writer's lock (or an unreadable one)
+                lock.unlink()
+            continue
+        except OSError as err:
+            raise DataError(target, f"cannot create its lock file {lock.name}: {os_problem(err)}") from None
+        try:
+            os.write(fd, mine.encode())
+        finally:
+            os.close(fd)
+        break
+    else:
+        raise DataError(target, f"cannot take the lock file {lock} (another process keeps taking it)")
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text(encoding="utf-8") == mine:
+                lock.unlink()
+
+
+def _lock_holder(lock: Path) -> tuple[int, str] | None:
+    """(pid, host) written in a lock file; None for an unreadable one (a writer killed mid-write)."""
+    try:
+        info = json.loads(lock.read_text(encoding="utf-8"))
+        return int(info["pid"]), str(info["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # the same file, no second copy on disk
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def copy_tree_linked(src: Path, dst: Path) -> None:
+    """Copy file or folder ``src`` to ``dst`` with hard links where possible (the kit replaces files by rename,
+    never in place, so a linked copy never changes under the other name)."""
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(src), str(dst))
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -57,13 +204,15 @@ def _output_error(path: Path, err: OSError) -> DataError:
     return DataError(path, f"cannot write: {os_problem(err)}")
 
 
-def check_output_file(path: str | Path, overwrite: bool = False) -> Path:
+def check_output_file(path: str | Path, overwrite: bool = False, inputs: Iterable[str | Path] = ()) -> Path:
     """Check, before any work, that ``path`` can be written: DataError with the reason when it cannot.
 
-    Refuses an existing file unless ``overwrite``, a folder, a parent that is a file, and a folder where no
-    file can be created (read-only, immutable, full). Creates nothing: a probe file is made and removed.
+    Refuses one of the command's ``inputs`` (even with ``overwrite``), an existing file unless ``overwrite``,
+    a folder, a parent that is a file, and a folder where no file can be created (read-only, immutable,
+    full). Creates nothing: a probe file is made and removed.
     """
     path = Path(path)
+    refuse_inputs(path, inputs)
     if path.is_dir():
         raise DataError(path, "is a folder, expected a file path")
     if path.exists() and not overwrite:
@@ -73,7 +222,7 @@ def check_output_file(path: str | Path, overwrite: bool = False) -> Path:
         raise DataError(path, f"cannot create it: {blocker} is a file, not a folder")
     folder = _nearest_existing(path.parent)
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".probe", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
@@ -92,7 +241,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as err:
         raise _output_error(path, err) from None
@@ -142,7 +292,8 @@ def atomic_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise DataError(path, "folder is not empty (pass --overwrite to replace it)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        remove_stale_temps(path)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
     except OSError as err:
         raise _output_error(path, err) from None
     try:
@@ -150,7 +301,7 @@ def atomic_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         old = None
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(path, "old."), dir=path.parent))
             os.replace(path, old / path.name)
         os.replace(tmp, path)
         if old is not None:

@@ -276,7 +276,7 @@ def predict_images(data_dir: str | Path, split: str, checkpoints: Sequence[str |
     image_ids = np.concatenate(ids_parts)
     uniq, counts = np.unique(image_ids, return_counts=True)
     if (counts > 1).any():
-        raise DataError(data_dir, f"image_id {uniq[counts > 1][0]!r} appears more than once in the "
+        raise DataError(data_dir, f"image_id {str(uniq[counts > 1][0])!r} appears more than once in the "
                                   f"{split} parquets")
     probs = {c: np.concatenate(prob_parts[j]) for j, c in enumerate(COMPONENTS)}
     labels = np.stack([probs[c].argmax(1) for c in COMPONENTS], axis=1).astype(np.int64)

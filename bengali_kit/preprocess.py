@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 
 from . import data
 from .errors import DataError
-from .files import atomic_path, atomic_write_text
+from .files import atomic_path, atomic_write_text, hold_lock
 
 __all__ = [
     "CropParams", "CacheInfo", "crop_resize", "crop_resize_reference", "crop_resize_batch", "build_cache",
-    "load_cache", "iter_preprocessed", "cache_paths", "INTERPOLATIONS",
+    "load_cache", "iter_preprocessed", "cache_paths", "INTERPOLATIONS", "check_split",
 ]
 
 MANIFEST_VERSION = 1
@@ -393,9 +393,33 @@ def build_cache(data_dir: str | Path, split: str, size: int = 128, out_dir: str 
             return CacheInfo(split, size, images_path, ids_path, manifest_path, manifest["n_images"],
                              manifest["n_blank"], 0.0, True, p.asdict())
 
-    counts = [data.count_images(path) for path in paths]
-    total = sum(counts)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    total = check_split(data_dir, split)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with hold_lock(images_path):  # one writer per cache file: a second process refuses, naming the holder
+            return _write_cache(paths, data_dir, split, size, p, out_dir, expected, total, workers, progress,
+                                batch_size, chunk_size)
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a failed first build (a full disk, Ctrl-C) leaves no empty folder behind
+        raise
+
+
+def check_split(data_dir: str | Path, split: str) -> int:
+    """The number of images of a split's parquets (metadata only); DataError for none or a damaged file."""
+    paths = data.image_parquets(data_dir, split)
+    total = sum(data.count_images(path) for path in paths)
+    if total == 0:
+        raise DataError(Path(data_dir), f"the {split} parquets hold no images (0 rows): nothing to preprocess")
+    return total
+
+
+def _write_cache(paths: list[Path], data_dir: str | Path, split: str, size: int, p: CropParams, out_dir: Path,
+                 expected: dict[str, Any], total: int, workers: int, progress: bool, batch_size: int,
+                 chunk_size: int) -> CacheInfo:
+    """Preprocess the parquets into the cache files (see :func:`build_cache`), under its lock."""
+    images_path, ids_path, manifest_path = cache_paths(out_dir, split, size)
     # Remove the old manifest first: a crash below then leaves no manifest claiming a stale cache is valid.
     manifest_path.unlink(missing_ok=True)
     start = time.perf_counter()

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .components import COMPONENTS
-from .data import read_test_csv
+from .data import data_files, read_test_csv
 from .errors import DataError
 from .files import atomic_path, check_output_file
 from .prediction import PredictionResult, predict
@@ -42,7 +42,7 @@ def make_submission(test_df: pd.DataFrame, image_ids: Sequence[str], labels: np.
     if rows.isna().any():
         missing = test_df["image_id"].to_numpy()[rows.isna().to_numpy()]
         raise DataError(source, f"{len(set(missing))} image_id(s) of test.csv have no image in the "
-                                f"test parquets, e.g. {missing[0]!r}")
+                                f"test parquets, e.g. {str(missing[0])!r}")
     comp_index = {c: j for j, c in enumerate(COMPONENTS)}
     comps = test_df["component"].map(comp_index)
     if comps.isna().any():
@@ -67,9 +67,10 @@ def predict_to_submission(data_dir: str | Path, checkpoints: Sequence[str | Path
                           out: str | Path, batch_size: int = 256, device: str = "auto", tta: bool = False,
                           overwrite: bool = False, progress: bool = True) -> tuple[PredictionResult, pd.DataFrame]:
     """test.csv + test parquets -> ``out`` (submission.csv). Bad inputs, and an output path that cannot be
-    written, fail before any prediction."""
+    written, fail before any prediction; so does an ``out`` that is one of the inputs (``overwrite`` or not)."""
     data_dir, out = Path(data_dir), Path(out)
-    check_output_file(out, overwrite=overwrite)
+    ckpts = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+    check_output_file(out, overwrite=overwrite, inputs=[*data_files(data_dir), *ckpts])
     test_df = read_test_csv(data_dir / "test.csv")
     result = predict(data_dir, checkpoints, batch_size=batch_size, device=device, tta=tta, progress=progress)
     sub = make_submission(test_df, result.image_ids, result.labels, source=data_dir / "test.csv")

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -45,7 +48,15 @@ from .engine import (
     validate,
 )
 from .errors import DataError
-from .files import atomic_write_text, os_problem
+from .files import (
+    atomic_write_text,
+    check_output_file,
+    hold_lock,
+    os_problem,
+    refuse_inputs,
+    remove_stale_temps,
+    temp_prefix,
+)
 from .finetune import load_init_weights
 from .losses import MultiHeadLoss
 from .model import ModelConfig, build_model, check_image_size, load_checkpoint, save_checkpoint
@@ -55,6 +66,8 @@ from .train_config import TrainConfig
 __all__ = ["TrainConfig", "train", "save_last"]
 
 _CHECKPOINTS = ("last.pt", "best.pt")
+#: The files a run writes into its folder: what an --overwrite replaces (its cache and other files stay).
+RUN_FILES = ("config.json", "val_ids.csv", "last.pt", "best.pt", "history.csv", "curves.png", "val_per_class.csv")
 #: How the progress line names each component (the root is "root", not the "grapheme" of grapheme_root).
 _SHORT_NAMES = ("root", "vowel", "consonant")
 
@@ -74,16 +87,33 @@ def _check_inputs(cfg: TrainConfig) -> dict | None:
         check_folder(cfg.val_data_dir)
     if cfg.init:
         load_checkpoint(cfg.init)  # DataError naming the file when missing or unreadable
+    limit = max(4, 2 * (os.cpu_count() or 1))
+    if cfg.num_workers > limit:  # thousands of workers are killed for lack of memory, without a message
+        raise ValueError(f"--num-workers {cfg.num_workers} is more than this machine can run: at most {limit} "
+                         f"({os.cpu_count()} CPU cores)")
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(out, "run folder path exists and is not a folder")
+    refuse_inputs(out, [p for p in (cfg.data_dir, cfg.val_data_dir, cfg.init) if p], "--out")
     has = [name for name in _CHECKPOINTS if (out / name).exists()]
     if cfg.resume:
         return _load_resume(cfg)
     if has and not cfg.overwrite:
         raise DataError(out, f"run folder already holds {', '.join(has)} (pass --resume to continue "
                              f"or --overwrite to start again)")
+    if has and not _is_run_config(out / "config.json"):
+        raise DataError(out, "holds checkpoints but no valid config.json: not a run folder of the kit; --overwrite "
+                             "replaces only a run folder: choose a new --out")
     return None
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is the config.json a run writes (the run folder's manifest)."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and {"out_dir", "model", "image_size", "epochs"} <= set(cfg)
 
 
 def _load_resume(cfg: TrainConfig) -> dict:
@@ -104,14 +134,70 @@ def _load_resume(cfg: TrainConfig) -> dict:
     return ckpt
 
 
-def _make_run_dir(cfg: TrainConfig, extra: dict) -> Path:
-    run = Path(cfg.out_dir)
+def _write_config(run: Path, cfg: TrainConfig, extra: dict) -> None:
+    """config.json: written once the data is checked (a failed --resume leaves the old one)."""
     try:
-        run.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run / "config.json", json.dumps({**cfg.to_dict(), **extra}, indent=2) + "\n")
     except OSError as err:
         raise DataError(run, f"cannot write the run folder: {os_problem(err)}") from None
-    return run
+
+
+class _RunFolder:
+    """Where a run writes, and how it is undone when the run dies before its first checkpoint.
+
+    A new run writes into ``--out`` (created now) and removes what it made on failure. An ``--overwrite`` of a
+    run with checkpoints writes its files into a folder beside it; the old run's files are swapped for the
+    new ones only once the new run has a checkpoint (its cache, and files that are not a run's, stay).
+    """
+
+    def __init__(self, out: Path, beside: bool):
+        self.out = out
+        self.before = {p.name for p in out.iterdir()} if out.is_dir() else None
+        try:
+            out.mkdir(parents=True, exist_ok=True)  # an unwritable place fails here, before any work
+            if beside:
+                remove_stale_temps(out)
+                self.work = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".tmp", dir=out.parent))
+            else:
+                self.work = out
+            check_output_file(self.work / "config.json", overwrite=True)  # a probe: writable, not full
+        except OSError as err:
+            raise DataError(out, f"cannot write the run folder: {os_problem(err)}") from None
+        self.committed = False
+
+    def commit(self) -> None:
+        """After the first checkpoint: the new run's files replace the old run's (no-op for a new run)."""
+        if self.committed:
+            return
+        self.committed = True
+        if self.work == self.out:
+            return
+        old = Path(tempfile.mkdtemp(prefix=temp_prefix(self.out, "old."), dir=self.out.parent))
+        for name in RUN_FILES:  # the old run's own files only: a cache or a user's notes stay where they are
+            if (self.out / name).exists():
+                os.replace(self.out / name, old / name)
+        for entry in self.work.iterdir():
+            os.replace(entry, self.out / entry.name)
+        shutil.rmtree(old, ignore_errors=True)
+        self.work.rmdir()
+        self.work = self.out
+
+    def abandon(self) -> None:
+        """The run died: before its first checkpoint, remove what it made and leave what existed; after it
+        (last.pt is written, e.g. a Ctrl-C during the history plot), keep the new run as it is."""
+        if self.committed:
+            return
+        if (self.work / "last.pt").is_file():
+            self.commit()
+            return
+        if self.work != self.out:
+            shutil.rmtree(self.work, ignore_errors=True)
+        if self.before is None:
+            shutil.rmtree(self.out, ignore_errors=True)
+            return
+        for entry in self.out.iterdir():
+            if entry.name not in self.before:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
 
 
@@ -131,13 +217,26 @@ def _set_bn_momentum(model: torch.nn.Module, momentum: float) -> None:
 
 def _run(cfg: TrainConfig) -> Path:
     rank, world, local_rank = dist_env()
-    is_main = rank == 0
     resume = _check_inputs(cfg)
     device = resolve_device(cfg.device, local_rank if world > 1 else None)
+    if rank != 0:  # only the first process writes the run folder (and holds its lock)
+        return _train(cfg, resume, device, Path(cfg.out_dir), None)
+    out = Path(cfg.out_dir)
+    with hold_lock(out):  # one writer per run folder: a second run refuses at once, naming the holder
+        beside = resume is None and any((out / name).exists() for name in _CHECKPOINTS)
+        folder = _RunFolder(out, beside)
+        try:
+            return _train(cfg, resume, device, folder.work, folder)
+        except BaseException:
+            folder.abandon()
+            raise
+
+
+def _train(cfg: TrainConfig, resume: dict | None, device: torch.device, run: Path,
+           folder: _RunFolder | None) -> Path:
+    rank, world, _ = dist_env()
+    is_main = rank == 0
     cuda = device.type == "cuda"
-    run = Path(cfg.out_dir)
-    if is_main:  # before the cache (which defaults to <run>/cache): an unwritable folder fails at once
-        _make_run_dir(cfg, {})
 
     # ---- data
     try:
@@ -190,10 +289,9 @@ def _run(cfg: TrainConfig) -> Path:
             model, device_ids=[device.index] if cuda else None, find_unused_parameters=cfg.head_warmup_epochs > 0)
     schedule = Schedule(cfg.schedule, steps_per_epoch * cfg.epochs, cfg.warmup, cfg.time_budget)
 
-    # ---- the run folder
+    # ---- the run folder (the data is checked: only now is config.json written)
     if is_main:
-        if init_from:
-            _make_run_dir(cfg, {"init_from": init_from})
+        _write_config(run, cfg, {"init_from": init_from} if init_from else {})
         write_val_ids(run, src.val_ids)
     meta = {"image_size": int(cfg.image_size), "preprocess": dict(src.crop_params), "train_config": cfg.to_dict(),
             "n_val": int(src.n_val), "init_from": init_from,
@@ -202,7 +300,7 @@ def _run(cfg: TrainConfig) -> Path:
     budget = f", time budget {cfg.time_budget:.0f}s" if cfg.time_budget else ""
     if is_main:
         tqdm.write(f"train: {src.n_train} images, val: {src.n_val}, {world} process(es) on {device}, "
-                   f"{steps_per_epoch} steps/epoch, {cfg.epochs} epochs{budget} -> {run}")
+                   f"{steps_per_epoch} steps/epoch, {cfg.epochs} epochs{budget} -> {cfg.out_dir}")
 
     # ---- the epochs
     clock = Clock(float(resume.get("seconds", 0.0)) if resume is not None else 0.0)
@@ -231,12 +329,15 @@ def _run(cfg: TrainConfig) -> Path:
         if is_main:
             save_checkpoints(state, run, {**meta, "seconds": clock(), "rng": rng_state()}, scores, y_pred,
                              src.val_labels, save_last=save_last)
+            if folder is not None and not folder.committed:
+                folder.commit()
+                run = folder.work
             seen = (f"val recall {scores['weighted']:.4f} ("
                     + ", ".join(f"{short} {scores[c]:.4f}" for short, c in zip(_SHORT_NAMES, COMPONENTS)) + ")"
                     if scores else f"train loss {train_loss:.4f}")
             tqdm.write(f"epoch {state.epoch}/{cfg.epochs}: {seen}, {clock():.0f}s")
         barrier()
-    return run
+    return Path(cfg.out_dir)
 
 
 def train(cfg: TrainConfig) -> Path:

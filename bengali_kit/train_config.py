@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .argtypes import non_negative_int
+from .argtypes import non_negative_int, positive_int
 from .presets import PRESETS, preset_values
 
 __all__ = ["TrainConfig", "add_config_arguments", "config_from_args", "RUNTIME_FIELDS", "OPTION_GROUPS"]
@@ -103,8 +104,8 @@ class TrainConfig:
     seed: int = _f(0, "random seed (split, initialisation, shuffling, augmentation)", parse=non_negative_int,
                    group="run")
     num_workers: int = _f(0, "DataLoader worker processes", group="run")
-    preprocess_workers: int | None = _f(None, "processes for building the cache (default: all cores)", parse=int,
-                                        group="run")
+    preprocess_workers: int | None = _f(None, "processes for building the cache (default: all cores)",
+                                        parse=positive_int, group="run")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)", group="run")
     amp: bool = _f(True, "mixed precision (CUDA only; ignored on the CPU)", group="run")
     channels_last: bool = _f(True, "channels_last memory format (faster on CUDA and on the CPU: ~1.4x per step for b0)",
@@ -143,6 +144,13 @@ class TrainConfig:
                 raise ValueError(f"bad training config: {msg}")
 
         need(bool(self.data_dir) or self.synthetic_stream, "data_dir is required (or --synthetic-stream)")
+        for f in dataclasses.fields(self):  # a NaN weight would surface steps later as a diverged loss
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            need(all(math.isfinite(v) for v in values if isinstance(v, float)),
+                 f"--{f.name.replace('_', '-')} must be finite, got {value}")
+        need(self.preprocess_workers is None or self.preprocess_workers >= 1,
+             f"--preprocess-workers must be >= 1, got {self.preprocess_workers}")
         need(self.head_warmup_epochs >= 0, f"head_warmup_epochs must be >= 0, got {self.head_warmup_epochs}")
         need(self.steps_per_epoch >= 1, f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
         need(self.stream_alpha >= 0, f"stream_alpha must be >= 0, got {self.stream_alpha}")

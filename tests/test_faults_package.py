@@ -109,7 +109,7 @@ def test_failed_overwrite_keeps_the_old_package(good_ckpt, tmp_path):
     old = tmp_path / "pk"
     (old / "checkpoints").mkdir(parents=True)
     (old / "checkpoints" / "best.pt").write_bytes(b"old weights")
-    (old / MANIFEST).write_text(json.dumps({"files": ["checkpoints/best.pt"]}))
+    (old / MANIFEST).write_text(json.dumps({"format": 2, "files": ["checkpoints/best.pt"]}))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00" * 10)
     proc = _package([good_ckpt, bad], old, "--overwrite")

@@ -116,11 +116,13 @@ def test_import_overwrite_replaces_train_and_val_whole(npz, tmp_path):
     assert main(["import-crops", str(npz), str(out), "--limit", "40", "--files", "1", "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "train", "val"]
     assert (out / "notes.txt").read_text() == "mine"
-    for folder in ("train", "val"):
-        names = {p.name for p in (out / folder).iterdir()}
-        # one writer for synth and import-crops: exactly the competition's files, nothing stale
-        assert names == {"train.csv", "train_image_data_0.parquet", "test.csv", "test_image_data_0.parquet",
-                         "class_map.csv", "sample_submission.csv", "test_labels.csv"}, names
+    competition = {"train.csv", "train_image_data_0.parquet", "test.csv", "test_image_data_0.parquet",
+                   "class_map.csv", "sample_submission.csv", "test_labels.csv"}
+    # one writer for synth and import-crops: exactly the competition's files, no stale parquet; a user's
+    # file inside train/ is not the kit's and is kept (issue 27: --overwrite replaces only what the kit made)
+    assert {p.name for p in (out / "train").iterdir()} == competition | {"stale.txt"}
+    assert (out / "train" / "stale.txt").read_text() == "inside a folder the kit owns"
+    assert {p.name for p in (out / "val").iterdir()} == competition
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import DataError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, os_problem, refuse_inputs, remove_stale_temps, temp_prefix
 from .checkpoints import check_package_checkpoint, checkpoint_names, summary, write_checkpoint
 from .estimate import RuntimeEstimate, estimate_runtime
 from .flow import submission_steps, submission_text
@@ -106,11 +106,32 @@ def _check_target(out: Path, overwrite: bool) -> None:
     if not (out / MANIFEST).is_file():
         raise DataError(out, f"is not a package folder (no {MANIFEST}); --overwrite replaces only a package: "
                              "choose a new or empty --out")
+    listed = _manifest_files(out / MANIFEST)
+    for rel, _ in list_files(out):  # a file the manifest does not list is the user's: never deleted
+        if rel != MANIFEST and rel not in listed:
+            raise DataError(out / rel, f"not listed in {out / MANIFEST}, so not the kit's; --overwrite replaces "
+                                       "only a package's own files: move it out of --out first")
+
+
+def _manifest_files(path: Path) -> set[str]:
+    """The files a package manifest lists; DataError when it is not a valid manifest (then it is no package)."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(path, f"not a valid package manifest ({type(err).__name__}); --overwrite replaces only "
+                              "a package: choose a new or empty --out") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("format"), int) and isinstance(files, list)
+            and files and all(isinstance(f, str) for f in files)):
+        raise DataError(path, "not a valid package manifest (no format and list of files); --overwrite replaces "
+                              "only a package: choose a new or empty --out")
+    return set(files)
 
 
 def _make_tmp_beside(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_temps(out)  # what a killed earlier run left (SIGKILL; SIGTERM and Ctrl-C clean up)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".tmp", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders; give the usual permissions
@@ -122,7 +143,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.rename(tmp, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".old", dir=out.parent))
     os.rmdir(old)
     os.rename(out, old)
     try:
@@ -166,6 +187,8 @@ def build_package(checkpoints: Sequence[str | Path] | str | Path, out_dir: str |
             raise DataError(path, "checkpoint not found")
     prebuilt = prebuilt_wheels(wheel_dir)
     out = Path(out_dir)
+    refuse_inputs(out, [*ckpt_paths, *([init_path] if init_path else []), *([Path(wheel_dir)] if wheel_dir else [])],
+                  "--out")
     _check_target(out, overwrite)
     # the slow checks last: each checkpoint is loaded and rebuilt as a model
     slims = [check_package_checkpoint(p) for p in ckpt_paths]
@@ -207,6 +230,14 @@ def build_package(checkpoints: Sequence[str | Path] | str | Path, out_dir: str |
         if junk:
             raise DataError(out, "refusing to package credentials or junk: " + ", ".join(junk[:10]))
         _swap_in(tmp, out.absolute())
+    except OSError as err:  # a full disk, a folder made read-only meanwhile: one line, not a traceback
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(out, f"cannot write the package: {os_problem(err)}") from None
+    except DataError as err:  # a file of the temporary folder is named as it would be in --out
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.path.is_relative_to(tmp):
+            raise DataError(out / err.path.relative_to(tmp), err.problem) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

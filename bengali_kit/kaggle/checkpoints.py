@@ -12,11 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from ..components import N_CLASSES
 from ..errors import DataError
-from ..files import atomic_path
-from ..model import load_checkpoint, load_model
+from ..model import load_checkpoint, load_model, save_torch
 
 #: Checkpoint keys kept in the package: enough to rebuild the model and preprocess like training.
 KEEP_KEYS = ("model", "model_config", "image_size", "preprocess", "metric")
@@ -41,9 +39,12 @@ def check_package_checkpoint(path: str | Path) -> dict[str, Any]:
     slim["model"] = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     slim.setdefault("preprocess", {})
     try:
-        load_model(slim)  # the weights must rebuild the model the config describes
+        model, _ = load_model(slim)  # the weights must rebuild the model the config describes
     except DataError as err:
         raise DataError(path, err.problem) from None
+    n_classes = tuple(int(n) for n in model.cfg.n_classes)
+    if n_classes != tuple(N_CLASSES):  # predict and the kernel refuse it: refused here, not on Kaggle
+        raise DataError(path, f"model predicts {n_classes} classes, the competition has {tuple(N_CLASSES)}")
     return slim
 
 
@@ -58,10 +59,8 @@ def summary(slim: Mapping[str, Any], source: Path) -> dict[str, Any]:
 
 
 def write_checkpoint(slim: Mapping[str, Any], dst: str | Path) -> Path:
-    """Write a checked slim checkpoint atomically."""
-    with atomic_path(dst) as tmp:
-        torch.save(dict(slim), tmp)
-    return Path(dst)
+    """Write a checked slim checkpoint atomically (a full disk is a one-line DataError, see ``save_torch``)."""
+    return save_torch(dict(slim), dst)
 
 
 def checkpoint_names(paths: Sequence[Path]) -> list[str]:

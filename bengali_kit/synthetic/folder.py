@@ -6,13 +6,12 @@ and ``test_labels.csv`` (the answer key of the test images). ``synth`` and ``imp
 through :func:`write_folders`: the files go into a temporary folder beside the target, renamed into place
 at the end (with ``overwrite``: swapped for the old folder whole), so an interrupted or failed run leaves
 either the old folder or nothing, never a mix, and no stale parquet of an earlier run survives. Files of
-the old folder that the writer does not own (a user's notes, a cache folder) are carried over.
+the old folder that the writer does not own (a user's notes, a cache folder) are carried over, also from
+inside a folder it owns (import-crops' ``train/``): an overwrite replaces only the files the writer makes.
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pandas as pd
 from ..components import COMPONENTS, resource_path
 from ..data import INCOMPLETE_MARKER, write_image_parquet
 from ..errors import DataError
-from ..files import atomic_folder, atomic_write_bytes, atomic_write_text, os_problem
+from ..files import atomic_folder, atomic_write_bytes, atomic_write_text, copy_tree_linked, os_problem
 
 __all__ = ["TEST_COMPONENT_ORDER", "file_slices", "test_csv", "is_competition_file", "write_competition_files",
            "write_folders"]
@@ -124,24 +123,26 @@ def _counted(batches: Iterable[np.ndarray], on_images: Callable[[int], None] | N
             on_images(len(batch))
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)  # the same file, no second copy on disk; the old folder's name goes away later
-    except OSError:
-        shutil.copy2(src, dst)
+def _kit_file(name: str) -> bool:
+    """A file the writer makes inside a competition folder (what an overwrite may replace there)."""
+    return is_competition_file(name) or name == INCOMPLETE_MARKER
 
 
 def _carry_over(old: Path, new: Path, owned: Callable[[str], bool]) -> None:
-    """Give ``new`` the entries of ``old`` the writer does not own (hard links where possible)."""
+    """Give ``new`` the entries of ``old`` the writer does not own (hard links where possible).
+
+    Inside a folder the writer owns (import-crops' ``train/``), only the competition files are its own:
+    anything else there (a user's notes, a cache) is carried over too, never deleted.
+    """
     for entry in old.iterdir():
-        if owned(entry.name) or (new / entry.name).exists():
+        target = new / entry.name
+        if owned(entry.name):
+            if entry.is_dir() and not entry.is_symlink() and any(not _kit_file(e.name) for e in entry.iterdir()):
+                target.mkdir(exist_ok=True)
+                _carry_over(entry, target, _kit_file)
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link_or_copy)
-        elif entry.is_symlink():
-            os.symlink(os.readlink(entry), new / entry.name)
-        else:
-            _link_or_copy(str(entry), str(new / entry.name))
+        if not target.exists() and not target.is_symlink():
+            copy_tree_linked(entry, target)
 
 
 def write_folders(out_dir: str | Path, overwrite: bool, write: Callable[[Path], None],
