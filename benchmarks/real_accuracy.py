@@ -4,8 +4,14 @@ Every figure comes from ``bengali-kit`` commands run in this process through ``b
 same code paths a user runs); this script only chains them and tabulates ``best.pt``'s scores. Each command
 is printed before it runs, so any row can be repeated by hand.
 
-The real sample (``../shared/reference/real_sample_64.npz``: 5 crops for each of the 1,292 triples) is
-imported 4 train / 1 validation per triple (``import-crops --val-per-triple 1 --seed 0``). Side by side:
+The standard split (default, ``--split 45``) reads both shared files, ``real_sample_64.npz`` and
+``real_more_64.npz`` (45 crops for each of the 1,292 triples), leaves out the vendored held-out slice
+(``tests/data/real_heldout_64.npz``: one crop per triple, never trained on by a shipped model) and sends 5 of
+the other 44 crops of each triple to validation (6,460) and 39 to training (50,388), with seed 0:
+``import-crops real_sample_64.npz real_more_64.npz --exclude tests/data/real_heldout_64.npz --val-per-triple 5``.
+``--train-per-triple K`` keeps K of the 39 (nested subsets; the same validation crops): the data-scaling rows.
+``--split 5`` is the older few-shot split of ``real_sample_64.npz`` alone, 4 train / 1 validation per triple.
+Side by side:
 
   (a)  plain: b0 from scratch, average pooling, AdamW without weight decay, one-cycle peak 3e-3, batch 64,
        affine ±11° / scale ±15 % / shift ±10 %, no EMA, no label smoothing; ``--budget`` seconds;
@@ -17,13 +23,17 @@ imported 4 train / 1 validation per triple (``import-crops --val-per-triple 1 --
     python benchmarks/real_accuracy.py --budget 600 --only b --set ema_decay=0 --tag no-ema   # a knob row
     python benchmarks/real_accuracy.py --budget 3600 --unseen        # unseen graphemes (below)
     python benchmarks/real_accuracy.py --epochs 44 --only a,b --unseen  # epochs instead of seconds
+    python benchmarks/real_accuracy.py --epochs 11 --only b --set image_size=96 --train-per-triple 15
+    python benchmarks/real_accuracy.py --split 5 --budget 3500 --only b --set image_size=96   # 5 per triple
 
 ``--epochs N`` trains each row for N epochs instead of ``--budget`` seconds: the same work whatever else loads
 the machine (a shared CPU makes a time budget buy fewer steps), so rows run side by side stay comparable.
 
 ``--unseen``: about 10 % of the triples are held out entirely (``import-crops --unseen-fraction 0.1``: every
-root, vowel and consonant still seen in training); the rest is split 4/1 as above. Each row then reports the
+root, vowel and consonant still seen in training); the rest is split as above. Each row then reports the
 recall on the validation crops of seen triples and on all crops of the unseen ones (``evaluate --all``).
+``--split-seed`` picks the held-out triples (and the validation crops): choose a recipe on one seed, report it
+on another.
 
 Results are appended to ``benchmarks/.cache/results.jsonl`` (one JSON object per run).
 """
@@ -42,13 +52,16 @@ from bengali_kit.cli import main as kit  # noqa: E402
 from bengali_kit.components import COMPONENTS  # noqa: E402
 from bengali_kit.model import load_checkpoint  # noqa: E402
 
-REFERENCE = ROOT.parent / "shared" / "reference" / "real_sample_64.npz"
+SHARED = ROOT.parent / "shared" / "reference"
+REFERENCE = SHARED / "real_sample_64.npz"
+MORE = SHARED / "real_more_64.npz"
+HELDOUT = ROOT / "tests" / "data" / "real_heldout_64.npz"
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 PLAIN = ["--pooling", "avg", "--optimizer", "adamw", "--weight-decay", "0", "--lr", "3e-3", "--batch-size", "64",
          "--schedule", "onecycle", "--warmup", "0.1", "--affine-degrees", "11", "--affine-scale", "0.85", "1.15",
          "--affine-translate", "0.1", "--affine-shear", "0", "--cutmix-p", "0", "--label-smoothing", "0",
-         "--ema-decay", "0", "--size", "64"]
+         "--ema-decay", "0"]
 
 
 def run(argv: list[str]) -> None:
@@ -59,11 +72,23 @@ def run(argv: list[str]) -> None:
         raise SystemExit(f"bengali-kit {argv[0]} failed with status {status}")
 
 
-def prepare(out: Path, unseen: bool = False) -> Path:
-    """The 4/1 split of the real sample as competition folders (``out/train``, ``out/val``, ``out/unseen``)."""
+def prepare(split: str, unseen: bool = False, split_seed: int = 0, train_per_triple: int | None = None) -> Path:
+    """The split as competition folders (``train/``, ``val/``, ``unseen/``) under benchmarks/.cache; its path."""
+    name = {"45": "real_45", "5": "real_4_1"}[split]
+    name += "_unseen" if unseen else ""
+    name += f"_seed{split_seed}" if split_seed else ""
+    name += f"_train{train_per_triple}" if train_per_triple else ""
+    out = CACHE / name
+    if split == "45":
+        args = [str(REFERENCE), str(MORE), str(out), "--exclude", str(HELDOUT), "--val-per-triple", "5"]
+    else:
+        args = [str(REFERENCE), str(out), "--val-per-triple", "1"]
+    if unseen:
+        args += ["--unseen-fraction", "0.1"]
+    if train_per_triple:
+        args += ["--train-per-triple", str(train_per_triple)]
     if not (out / ("unseen" if unseen else "val") / "train.csv").is_file():
-        run(["import-crops", str(REFERENCE), str(out), "--val-per-triple", "1", "--seed", "0", "--overwrite",
-             *(["--unseen-fraction", "0.1"] if unseen else [])])
+        run(["import-crops", *args, "--seed", str(split_seed), "--overwrite"])
     return out
 
 
@@ -75,13 +100,24 @@ def scores_on(folder: Path, checkpoint: str | Path, out: Path) -> dict:
     return json.loads(out.read_text())["scores"]
 
 
+def _finished(out: Path, epochs: int, budget: float) -> bool:
+    """Whether the run in ``out`` has trained its ``epochs`` (or spent its ``budget`` seconds)."""
+    if not (out / "last.pt").is_file():
+        return False
+    last = load_checkpoint(out / "last.pt")
+    # a time budget stops at the first step past it, so a finished run's clock is at or just over the budget
+    return last["epoch"] >= epochs if epochs else float(last.get("seconds", 0.0)) >= budget - 1.0
+
+
 def train_row(name: str, folders: Path, budget: float, extra: list[str], out: Path, epochs: int = 0) -> dict:
     """Train on ``folders/train`` for ``budget`` seconds (or ``epochs`` epochs when given), validating on
     ``folders/val``; best.pt's scores."""
     length = ["--epochs", str(epochs)] if epochs else ["--epochs", "1000", "--time-budget", str(budget)]
-    if not (out / "best.pt").is_file():
+    if not _finished(out, epochs, budget):
+        # a run stopped part-way (a session's end) continues from its last.pt: the same figures as one go
+        again = ["--resume"] if (out / "last.pt").is_file() else ["--overwrite"]
         run(["train", "--data", str(folders / "train"), "--val-data", str(folders / "val"), "--out", str(out),
-             "--cache-dir", str(CACHE / "cache"), *length, "--no-progress", "--overwrite", *extra])
+             "--cache-dir", str(CACHE / "cache"), *length, "--no-progress", *again, *extra])
     ck = load_checkpoint(out / "best.pt")
     return {"name": name, "scores": ck["scores"], "seconds": float(load_checkpoint(out / "last.pt")["seconds"]),
             "epoch": ck["epoch"], "run": str(out)}
@@ -101,24 +137,35 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra train option for (b), e.g. ema_decay=0 (becomes --ema-decay 0)")
     ap.add_argument("--tag", default="", help="name of this setting in the results (knob table rows)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plain-size", type=int, default=64,
+                    help="image size of (a) and (a+); 96 gives (a) the recipe's work per epoch")
     ap.add_argument("--unseen", action="store_true", help="hold out 10%% of the triples; report seen and unseen")
+    ap.add_argument("--split", choices=("45", "5"), default="45",
+                    help="45: both shared files, 39 train / 5 val per triple, the held-out slice left out "
+                         "(default); 5: real_sample_64.npz alone, 4 train / 1 val per triple")
+    ap.add_argument("--split-seed", type=int, default=0, help="seed of the split (and of the held-out triples)")
+    ap.add_argument("--train-per-triple", type=int, default=None,
+                    help="train on this many crops of each triple (subsets of the 39; same validation crops)")
     args = ap.parse_args(argv)
 
-    folders = prepare(CACHE / ("real_4_1_unseen" if args.unseen else "real_4_1"), args.unseen)
-    runs = CACHE / ("runs_unseen" if args.unseen else "runs")
+    folders = prepare(args.split, args.unseen, args.split_seed, args.train_per_triple)
+    runs = CACHE / (f"runs_{folders.name}" if args.split == "45" else
+                    "runs_unseen" if args.unseen else "runs")
     extra_b = [w for kv in args.set for w in (f"--{kv.split('=')[0].replace('_', '-')}", *kv.split("=", 1)[1].split())]
     tag = f"-{args.tag}" if args.tag else ""
     rows = []
     only = args.only.split(",")
     seed = ["--seed", str(args.seed)]
     length = f"{args.epochs}ep" if args.epochs else f"{args.budget:.0f}s"
+    plain = [*PLAIN, "--size", str(args.plain_size), *seed]
+    size = f"-{args.plain_size}px" if args.plain_size != 64 else ""
     if "a" in only:
-        rows.append(train_row("(a) plain", folders, args.budget, PLAIN + seed,
-                              runs / f"a-{length}-seed{args.seed}", args.epochs))
+        rows.append(train_row("(a) plain", folders, args.budget, plain, runs / f"a{size}-{length}-seed{args.seed}",
+                              args.epochs))
     if "a+" in only:  # always by the clock: --budget plus the pretraining's seconds
         pre = args.pretrain_seconds or float(load_checkpoint(args.init).get("seconds", 0.0))
-        rows.append(train_row("(a+) plain, + pretraining time", folders, args.budget + pre, PLAIN + seed,
-                              runs / f"a+-{args.budget + pre:.0f}s-seed{args.seed}"))
+        rows.append(train_row("(a+) plain, + pretraining time", folders, args.budget + pre, plain,
+                              runs / f"a+{size}-{args.budget + pre:.0f}s-seed{args.seed}"))
     if "b" in only:
         rows.append(train_row(f"(b) recipe{tag}", folders, args.budget,
                               ["--preset", "cpu-real", "--init", args.init, *seed, *extra_b],

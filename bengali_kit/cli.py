@@ -258,8 +258,17 @@ def _run_package(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- import-crops
 def _add_import_crops(p: argparse.ArgumentParser) -> None:
-    p.add_argument("npz", help="npz of real crops (e.g. real_sample_64.npz)")
+    p.description = ("Turn npz files of real crops into competition folders: train/, val/ (and unseen/), split by "
+                     "(root, vowel, consonant) triple. Several npz files are read as one set (an image_id in two "
+                     "of them is an error); every option applies to that union.")
+    p.add_argument("npz", nargs="+", help="npz file(s) of real crops (e.g. real_sample_64.npz real_more_64.npz)")
     p.add_argument("out_dir", help="folder to write train/ and val/ competition folders into")
+    p.add_argument("--exclude", action="append", default=[], metavar="FILE",
+                   help="leave out the crops this file lists (an npz of crops or a text file of image ids, one a "
+                        "line), e.g. the held-out slice tests/data/real_heldout_64.npz; may be repeated")
+    p.add_argument("--train-per-triple", type=positive_int, default=None,
+                   help="keep at most this many training crops of each triple (smaller counts give subsets of "
+                        "larger ones; val/ does not change): the data-scaling rows")
     p.add_argument("--val-per-triple", type=non_negative_int, default=1,
                    help="images of each (root, vowel, consonant) triple sent to val/ (a triple keeps >= 1 for train); "
                         "0: every crop to train/, no val/ (to train a model on all of them)")
@@ -283,7 +292,10 @@ def _run_import_crops(args: argparse.Namespace) -> int:
 
     rep = import_crops(args.npz, args.out_dir, val_per_triple=args.val_per_triple, seed=args.seed,
                        limit=args.limit, placed_size=args.placed_size, files=args.files, overwrite=args.overwrite,
-                       unseen_fraction=args.unseen_fraction)
+                       unseen_fraction=args.unseen_fraction, exclude=args.exclude,
+                       train_per_triple=args.train_per_triple)
+    if rep.n_excluded:
+        print(f"{rep.n_excluded} crops left out (listed in {', '.join(args.exclude)})")
     unseen = (f", {rep.n_unseen} of {rep.n_unseen_triples} held-out triples -> {rep.unseen_dir}"
               if rep.unseen_dir else "")
     val = f", {rep.n_val} -> {rep.val_dir}" if rep.val_dir else ""

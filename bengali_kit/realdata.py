@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from .data import IMAGE_HEIGHT, IMAGE_WIDTH
 from .errors import DataError, one_line
 from .synthetic.folder import write_competition_files, write_folders
 
-__all__ = ["Crops", "load_crops", "split_by_triple", "holdout_triples", "place_crops", "import_crops", "ImportReport"]
+__all__ = ["Crops", "load_crops", "load_crop_files", "read_image_ids", "split_by_triple", "first_per_triple",
+           "holdout_triples", "place_crops", "import_crops", "ImportReport"]
 
 #: Side of the square a crop is scaled to before it is centred on the 137×236 frame. Leaves a margin of
 #: about 12 px above and below, outside the 5 px border that the Iafoss crop ignores.
@@ -123,6 +125,57 @@ def load_crops(path: str | Path, limit: int | None = None) -> Crops:
     return crops
 
 
+def _concatenate(parts: list[Crops]) -> Crops:
+    return Crops(*(np.concatenate([getattr(c, f) for c in parts]) for f in ("images", "labels", "image_ids",
+                                                                             "graphemes")))
+
+
+def read_image_ids(path: str | Path) -> set[str]:
+    """The image ids listed in ``path``: an npz of crops (its ``image_id``) or a text file, one id per line
+    (a first line ``image_id`` is a header)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    if path.suffix == ".npz":
+        return set(load_crops(path).image_ids.tolist())
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(path, f"not a text file of image ids ({one_line(err)})") from None
+    ids = {line for line in lines if line and line != "image_id"}
+    if not ids:
+        raise DataError(path, "lists no image id")
+    return ids
+
+
+def load_crop_files(paths: str | Path | Sequence[str | Path], limit: int | None = None,
+                    exclude: Sequence[str | Path] = ()) -> tuple[Crops, int]:
+    """The crops of one or several npz files, concatenated in order, and how many ``exclude`` removed.
+
+    An ``image_id`` found in two files is a DataError naming both. ``exclude`` files (npz of crops or text
+    files of ids, :func:`read_image_ids`) list crops to leave out, e.g. a held-out slice; ``limit`` then keeps
+    whole triples of what is left, as in :func:`load_crops`.
+    """
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no npz file given")
+    parts = [load_crops(p) for p in paths]
+    owner: dict[str, Path] = {}
+    for path, part in zip(paths, parts):
+        for image_id in part.image_ids.tolist():
+            if image_id in owner:
+                raise DataError(path, f"image_id {image_id} is also in {owner[image_id]} (each crop must come once)")
+            owner[image_id] = path
+    crops = parts[0] if len(parts) == 1 else _concatenate(parts)
+    excluded = set().union(*(read_image_ids(p) for p in exclude)) if exclude else set()
+    keep = np.flatnonzero(~np.isin(crops.image_ids, list(excluded))) if excluded else np.arange(len(crops))
+    n_excluded = len(crops) - len(keep)
+    crops = crops.subset(keep)
+    if limit is not None and limit < len(crops):
+        crops = crops.subset(_first_triples(crops.labels, limit))
+    return crops, n_excluded
+
+
 def _first_triples(labels: np.ndarray, limit: int) -> np.ndarray:
     codes = triple_codes(labels)
     _, first = np.unique(codes, return_index=True)
@@ -156,6 +209,17 @@ def split_by_triple(labels: np.ndarray, val_per_triple: int = 1, seed: int = 0) 
     val_idx = np.sort(np.asarray(val, dtype=np.int64))
     train_idx = np.setdiff1d(np.arange(len(codes)), val_idx)
     return train_idx, val_idx
+
+
+def first_per_triple(labels: np.ndarray, per_triple: int, seed: int = 0) -> np.ndarray:
+    """Indices of at most ``per_triple`` crops of each triple, drawn with ``seed``. The draw of a triple does
+    not depend on ``per_triple``, so smaller counts give subsets of larger ones (the data-scaling rows)."""
+    if per_triple < 1:
+        raise ValueError(f"per_triple must be >= 1, got {per_triple}")
+    rng = np.random.default_rng(seed)
+    codes = triple_codes(np.asarray(labels))
+    keep = [rng.permutation(np.flatnonzero(codes == code))[:per_triple] for code in np.unique(codes)]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
 def holdout_triples(labels: np.ndarray, fraction: float = 0.1, seed: int = 0) -> np.ndarray:
@@ -225,6 +289,7 @@ class ImportReport:
     unseen_dir: Path | None = None  # with ``unseen_fraction``: every crop of the held-out triples
     n_unseen: int = 0
     n_unseen_triples: int = 0
+    n_excluded: int = 0  # crops left out because an ``exclude`` file lists them
 
 
 def _folder_frames(crops: Crops, val: Crops) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -237,14 +302,18 @@ def _folder_frames(crops: Crops, val: Crops) -> tuple[pd.DataFrame, pd.DataFrame
     return train, key
 
 
-def import_crops(npz_path: str | Path, out_dir: str | Path, val_per_triple: int = 1, seed: int = 0,
-                 limit: int | None = None, placed_size: int = DEFAULT_PLACED_SIZE, files: int = 4,
-                 overwrite: bool = False, unseen_fraction: float = 0.0) -> ImportReport:
-    """Write ``out_dir/train`` and ``out_dir/val`` competition folders from an npz of labelled crops.
+def import_crops(npz_path: str | Path | Sequence[str | Path], out_dir: str | Path, val_per_triple: int = 1,
+                 seed: int = 0, limit: int | None = None, placed_size: int = DEFAULT_PLACED_SIZE, files: int = 4,
+                 overwrite: bool = False, unseen_fraction: float = 0.0, exclude: Sequence[str | Path] = (),
+                 train_per_triple: int | None = None) -> ImportReport:
+    """Write ``out_dir/train`` and ``out_dir/val`` competition folders from one or several npz files of
+    labelled crops (concatenated, :func:`load_crop_files`; ``exclude`` lists crops to leave out).
 
     With ``unseen_fraction`` > 0, about that share of the triples is held out entirely
     (:func:`holdout_triples`: every root, vowel and consonant still seen in training) into a third folder,
-    ``out_dir/unseen``; train/ and val/ are split from the other triples.
+    ``out_dir/unseen``; train/ and val/ are split from the other triples. ``train_per_triple`` then keeps at
+    most that many training crops of each triple (:func:`first_per_triple`, nested across counts); the
+    validation crops do not depend on it.
 
     ``val/train.csv`` labels the validation images, so ``evaluate --all`` on ``val/`` scores all of them;
     the test split of both folders is the validation images, answer key in ``test_labels.csv``. With
@@ -256,12 +325,15 @@ def import_crops(npz_path: str | Path, out_dir: str | Path, val_per_triple: int 
     """
     if isinstance(files, bool) or not isinstance(files, (int, np.integer)) or files < 1:
         raise ValueError(f"files must be an integer >= 1, got {files!r}")
-    crops = load_crops(npz_path, limit=limit)
+    crops, n_excluded = load_crop_files(npz_path, limit=limit, exclude=exclude)
     if len(crops) == 0:
-        raise DataError(Path(npz_path), "no crops to import")
+        first = npz_path if isinstance(npz_path, (str, Path)) else npz_path[0]
+        raise DataError(Path(first), "no crops to import" + (" (every crop is excluded)" if n_excluded else ""))
     held = holdout_triples(crops.labels, unseen_fraction, seed) if unseen_fraction else np.zeros(len(crops), bool)
     seen = np.flatnonzero(~held)
     train_idx, val_idx = split_by_triple(crops.labels[seen], val_per_triple=val_per_triple, seed=seed)
+    if train_per_triple is not None:
+        train_idx = train_idx[first_per_triple(crops.labels[seen][train_idx], train_per_triple, seed)]
     if len(val_idx) == 0 and val_per_triple > 0:
         raise ValueError("no validation images: every triple has a single crop")
     parts = {"train": crops.subset(seen[train_idx])}
@@ -285,4 +357,4 @@ def import_crops(npz_path: str | Path, out_dir: str | Path, val_per_triple: int 
     return ImportReport(out, out / "train", out / "val" if val is not None else None, len(parts["train"]),
                         len(val) if val is not None else 0, n_triples,
                         out / "unseen" if unseen is not None else None, len(unseen) if unseen is not None else 0,
-                        len(np.unique(triple_codes(unseen.labels))) if unseen is not None else 0)
+                        len(np.unique(triple_codes(unseen.labels))) if unseen is not None else 0, n_excluded)

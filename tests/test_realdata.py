@@ -179,3 +179,96 @@ def test_val_per_triple_zero_puts_every_crop_in_train(real_slice_npz, tmp_path, 
     assert sorted(_triples(key)) == sorted(_triples(train)) and len(key) == 100
     ids, images = read_images(image_parquets(tmp_path / "all" / "train", "test")[0])
     assert len(ids) == 100 and images.dtype == np.uint8
+
+
+def _split_slice(real_slice_npz, tmp_path, n: int = 2):
+    """The vendored slice cut into ``n`` npz files by position (the way the shared files hold disjoint crops)."""
+    z = np.load(real_slice_npz)
+    paths = []
+    for k in range(n):
+        path = tmp_path / f"part{k}.npz"
+        np.savez(path, **{key: z[key][k::n] for key in z.files})
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.slow
+def test_import_reads_several_files_as_one_set(real_slice_npz, tmp_path, capsys):
+    """Two npz files give the same folders as the one file they were cut from (same union, same split)."""
+    parts = _split_slice(real_slice_npz, tmp_path)
+    assert main(["import-crops", *map(str, parts), str(tmp_path / "two"), "--files", "1", "--val-per-triple", "2"]) == 0
+    assert main(["import-crops", str(real_slice_npz), str(tmp_path / "one"), "--files", "1",
+                 "--val-per-triple", "2"]) == 0
+    assert "300 crops of 60 triples: 180 -> " in capsys.readouterr().out
+    for folder in ("train", "val"):
+        two, one = (read_train_csv(tmp_path / d / folder / "train.csv") for d in ("two", "one"))
+        assert sorted(two.image_id) != [] and len(two) == len(one)
+        assert _triples(two) == _triples(one)
+    both = set(read_train_csv(tmp_path / "two" / "train" / "train.csv").image_id)
+    assert both & set(np.load(parts[0])["image_id"]) and both & set(np.load(parts[1])["image_id"])
+
+
+def test_an_image_id_in_two_files_is_one_line_naming_both(real_slice_npz, tmp_path, capsys):
+    parts = _split_slice(real_slice_npz, tmp_path)
+    rc = main(["import-crops", str(parts[0]), str(real_slice_npz), str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and len(err.splitlines()) == 1
+    assert str(real_slice_npz) in err and str(parts[0]) in err and "also in" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_exclude_leaves_listed_crops_out_and_options_apply_to_the_union(real_slice_npz, tmp_path, capsys):
+    z = np.load(real_slice_npz)
+    listed = tmp_path / "ids.txt"
+    listed.write_text("image_id\n" + "\n".join(z["image_id"][:10]) + "\n")
+    parts = _split_slice(real_slice_npz, tmp_path)
+    rc = main(["import-crops", *map(str, parts), str(tmp_path / "out"), "--exclude", str(listed), "--files", "1",
+               "--limit", "150", "--seed", "1"])
+    assert rc == 0 and "10 crops left out" in capsys.readouterr().out
+    ids = set()
+    for folder in ("train", "val"):
+        ids |= set(read_train_csv(tmp_path / "out" / folder / "train.csv").image_id)
+    assert not ids & set(z["image_id"][:10]) and 140 <= len(ids) <= 150
+
+
+@pytest.mark.slow
+def test_train_per_triple_gives_nested_subsets_and_keeps_validation(real_slice_npz, tmp_path):
+    from bengali_kit.realdata import import_crops
+
+    reps = {k: import_crops(real_slice_npz, tmp_path / f"k{k}", val_per_triple=1, train_per_triple=k, files=1)
+            for k in (1, 3)}
+    train = {k: read_train_csv(tmp_path / f"k{k}" / "train" / "train.csv") for k in reps}
+    val = {k: read_train_csv(tmp_path / f"k{k}" / "val" / "train.csv") for k in reps}
+    assert (reps[1].n_train, reps[3].n_train) == (60, 180)
+    assert train[1].groupby(list(COMPONENTS)).size().max() == 1
+    assert set(train[1].image_id) < set(train[3].image_id)
+    assert list(val[1].image_id) == list(val[3].image_id)
+
+
+HELDOUT = "real_heldout_64"
+
+
+def test_the_held_out_slice_is_one_crop_per_triple_and_its_ids_are_listed(reference_dir):
+    from conftest import TEST_DATA
+
+    crops = load_crops(TEST_DATA / f"{HELDOUT}.npz")
+    listed = (TEST_DATA / f"{HELDOUT}_ids.txt").read_text().split()
+    assert listed[0] == "image_id" and sorted(listed[1:]) == sorted(crops.image_ids)
+    counts = pd.read_csv(reference_dir / "grapheme_counts.csv")
+    assert len(crops) == len(counts) == 1292
+    assert _triples(pd.DataFrame(crops.labels, columns=list(COMPONENTS))) == _triples(counts)
+
+
+@pytest.mark.slow
+def test_the_held_out_slice_comes_from_real_more_and_not_from_the_sample(real_sample_npz):
+    """The slice is a copy of 1,292 crops of real_more_64.npz and shares no id with real_sample_64.npz, on
+    which the shipped real model of the previous round trained (needs ../shared)."""
+    from conftest import TEST_DATA
+
+    heldout = np.load(TEST_DATA / f"{HELDOUT}.npz")
+    more = np.load(real_sample_npz.parent / "real_more_64.npz")
+    position = {i: k for k, i in enumerate(more["image_id"])}
+    rows = [position[i] for i in heldout["image_id"]]
+    assert np.array_equal(more["images"][rows], heldout["images"])
+    assert not set(heldout["image_id"]) & set(np.load(real_sample_npz)["image_id"])
