@@ -221,7 +221,7 @@ def _run(cfg: TrainConfig) -> Path:
     device = resolve_device(cfg.device, local_rank if world > 1 else None)
     if rank != 0:  # only the first process writes the run folder (and holds its lock)
         return _train(cfg, resume, device, Path(cfg.out_dir), None)
-    out = Path(cfg.out_dir)
+    out = Path(cfg.out_dir).absolute()  # absolute: the lock and a folder built beside `--out .` go in its parent
     with hold_lock(out):  # one writer per run folder: a second run refuses at once, naming the holder
         beside = resume is None and any((out / name).exists() for name in _CHECKPOINTS)
         folder = _RunFolder(out, beside)
