@@ -7,7 +7,9 @@ Three sources plug into the one training engine (``bengali_kit.engine``):
 - a second folder for validation (``--val-data``): train on every labelled image of ``--data``, validate on
   every labelled image of the other folder (``import-crops`` writes real crops as such ``train/`` + ``val/``);
 - the on-the-fly synthetic stream (``--synthetic-stream``): graphemes rendered in the DataLoader workers,
-  validated on ``--val-data`` (or all of ``--data``) when given, else on a fixed rendered set.
+  validated on ``--val-data`` (or all of ``--data``) when given, else on a fixed rendered set;
+- both at once (``--synthetic-mix``): the images of ``--data`` plus a share of rendered ones in every epoch,
+  drawn from all valid triples, so fine-tuning keeps reading combinations the real data lacks.
 
 ``build_sources(cfg, rank, world)`` returns a ``Sources`` with the datasets and the validation labels and
 ids. The engine imports this module, never the reverse.
@@ -30,8 +32,9 @@ from .errors import DataError
 from .files import atomic_path
 from .synthetic import StreamConfig, SyntheticGraphemes
 
-__all__ = ["CacheDataset", "FixedSynthetic", "Sources", "build_sources", "split_indices", "prepare_cache",
-           "folder_labels", "check_folder", "set_stream_epoch", "write_val_ids", "read_val_ids", "VAL_IDS"]
+__all__ = ["CacheDataset", "FixedSynthetic", "MixedDataset", "Sources", "build_sources", "split_indices",
+           "prepare_cache", "rendered_count", "folder_labels", "check_folder", "set_stream_epoch", "write_val_ids",
+           "read_val_ids", "VAL_IDS"]
 
 VAL_IDS = "val_ids.csv"  # in a run folder: the image ids of its validation set, read by ``evaluate``
 
@@ -116,6 +119,29 @@ class FixedSynthetic(Dataset):
         return self.stream[int(self.positions[i])]
 
 
+class MixedDataset(Dataset):
+    """Real images followed by ``n_rendered`` graphemes rendered on the fly; the sampler shuffles the two
+    together, so every batch holds about the same share of rendered images."""
+
+    def __init__(self, real: Dataset, stream: SyntheticGraphemes, n_rendered: int):
+        self.real, self.stream, self.n_rendered = real, stream, int(n_rendered)
+        self.n_real = len(real)
+
+    def __len__(self) -> int:
+        return self.n_real + self.n_rendered
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
+    def __getitem__(self, i: int):
+        return self.real[i] if i < self.n_real else self.stream[i - self.n_real]
+
+
+def rendered_count(n_real: int, share: float) -> int:
+    """How many rendered images make ``share`` of an epoch beside ``n_real`` real ones."""
+    return int(round(n_real * share / (1.0 - share))) if share else 0
+
+
 def set_stream_epoch(dataset: Dataset, epoch: int) -> None:
     """Tell an on-the-fly dataset which epoch it is in (a no-op for cached data)."""
     fn = getattr(dataset, "set_epoch", None)
@@ -194,6 +220,15 @@ def _stream(cfg: Any, seed: int, length: int) -> SyntheticGraphemes:
                                            novel_fraction=cfg.stream_novel_fraction))
 
 
+def _with_rendered(cfg: Any, real: CacheDataset) -> tuple[Dataset, int]:
+    """``real``, or ``real`` with ``cfg.synthetic_mix`` of each epoch rendered on the fly (seeded apart from
+    the training seed's other streams); and the epoch's length."""
+    n_rendered = rendered_count(len(real), cfg.synthetic_mix)
+    if not n_rendered:
+        return real, len(real)
+    return MixedDataset(real, _stream(cfg, cfg.seed + 20_011, n_rendered), n_rendered), len(real) + n_rendered
+
+
 def build_sources(cfg: Any, rank: int = 0, world: int = 1) -> Sources:
     """The train and validation datasets that ``cfg`` (a ``TrainConfig``) names, sharded for ``rank``."""
     is_main = rank == 0
@@ -204,14 +239,15 @@ def build_sources(cfg: Any, rank: int = 0, world: int = 1) -> Sources:
         val_dir = cfg.val_data_dir or cfg.data_dir or None
     elif cfg.val_data_dir:
         npy, rows, labels, _, crop = _folder(cfg, cfg.data_dir, cfg.cache_path, is_main)
-        train_set, n_train = CacheDataset(npy, rows, labels), len(rows)
+        train_set, n_train = _with_rendered(cfg, CacheDataset(npy, rows, labels))
         val_dir = cfg.val_data_dir
     else:  # one folder, split by root
         npy, rows, labels, row_ids, crop = _folder(cfg, cfg.data_dir, cfg.cache_path, is_main)
         tr, va = split_indices(labels[:, 0], cfg.val_fraction, cfg.n_folds, cfg.fold, cfg.seed)
         shard = np.arange(len(va))[rank::world]
-        return Sources(CacheDataset(npy, rows[tr], labels[tr]), CacheDataset(npy, rows[va][shard], labels[va][shard]),
-                       labels[va], shard, row_ids[va], crop, len(tr))
+        train_set, n_train = _with_rendered(cfg, CacheDataset(npy, rows[tr], labels[tr]))
+        return Sources(train_set, CacheDataset(npy, rows[va][shard], labels[va][shard]),
+                       labels[va], shard, row_ids[va], crop, n_train, persistent_workers=not cfg.synthetic_mix)
     if val_dir:
         npy, rows, labels, row_ids, _ = _folder(cfg, val_dir, cfg.cache_path, is_main)
         shard = np.arange(len(rows))[rank::world]
@@ -223,7 +259,7 @@ def build_sources(cfg: Any, rank: int = 0, world: int = 1) -> Sources:
         shard = np.arange(n_val)[rank::world]
         val_set = FixedSynthetic(fixed, shard)
     return Sources(train_set, val_set, np.asarray(labels, dtype=np.int64), shard, np.asarray(row_ids, dtype=str),
-                   crop, n_train, persistent_workers=not cfg.synthetic_stream)
+                   crop, n_train, persistent_workers=not (cfg.synthetic_stream or cfg.synthetic_mix))
 
 
 # ---------------------------------------------------------------- val_ids.csv

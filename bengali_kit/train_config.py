@@ -128,6 +128,9 @@ class TrainConfig:
                              group="data")
     stream_novel_fraction: float = _f(0.2, "--synthetic-stream share of valid triples absent from the real data",
                                       group="data")
+    synthetic_mix: float = _f(0.0, "share of each training epoch rendered on the fly beside the images of "
+                                   "--data (labels drawn as --stream-alpha and --stream-novel-fraction say, from "
+                                   "all valid triples): 0.2 makes one image in five a rendered grapheme", group="data")
     ema_decay: float = _f(0.0, "keep an EMA of the weights with this decay (e.g. 0.999); validated and "
                                "saved in place of the raw weights (0: off)", group="optimisation")
     preset: str | None = _f(None, "named settings: " + ", ".join(PRESETS) + " (options you type win over "
@@ -156,6 +159,9 @@ class TrainConfig:
         need(self.stream_alpha >= 0, f"stream_alpha must be >= 0, got {self.stream_alpha}")
         need(0 <= self.stream_novel_fraction < 1,
              f"stream_novel_fraction must be in [0, 1), got {self.stream_novel_fraction}")
+        need(0 <= self.synthetic_mix < 1, f"--synthetic-mix must be in [0, 1), got {self.synthetic_mix}")
+        need(not (self.synthetic_mix and self.synthetic_stream),
+             "--synthetic-mix adds rendered images to --data; --synthetic-stream already trains on them alone")
         need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         need(self.image_size > 0, f"image_size must be positive, got {self.image_size}")
         need(self.batch_size >= 2, f"batch_size must be >= 2 (batch norm), got {self.batch_size}")

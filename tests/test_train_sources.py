@@ -116,3 +116,29 @@ def test_folders_sharing_a_cache_dir_keep_their_own_caches(real_folders, tmp_pat
                             cache_dir=str(cache), **TINY))
     assert (run / "last.pt").is_file()
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")} == before
+
+
+@pytest.mark.slow
+def test_synthetic_mix_adds_rendered_graphemes_from_all_valid_triples(real_folders, tmp_path):
+    """--synthetic-mix 0.2: a quarter as many rendered images as real ones join each epoch, drawn from the
+    stream's labels (novel triples included), and they change with the epoch."""
+    from bengali_kit.datasets import MixedDataset, build_sources, set_stream_epoch
+    from bengali_kit.synthetic.labels import novel_triples
+
+    cfg = TrainConfig(data_dir=str(real_folders / "train"), val_data_dir=str(real_folders / "val"),
+                      cache_dir=str(tmp_path / "cache"), synthetic_mix=0.2, stream_alpha=0.0,
+                      stream_novel_fraction=0.5, **TINY)
+    src = build_sources(cfg)
+    assert isinstance(src.train_set, MixedDataset) and not src.persistent_workers
+    assert (src.train_set.n_real, src.train_set.n_rendered, src.n_train) == (80, 20, 100)
+    image, labels = src.train_set[85]
+    assert image.dtype == torch.uint8 and image.shape == (32, 32) and image.float().mean() > 0  # ink is bright
+    real_image, _ = src.train_set[5]
+    assert torch.equal(real_image, src.train_set.real[5][0])
+    rendered = src.train_set.stream.labels_for(range(20))
+    novel = {tuple(t) for t in novel_triples().tolist()}
+    assert any(tuple(t) in novel for t in rendered.tolist())
+    set_stream_epoch(src.train_set, 1)
+    assert not torch.equal(src.train_set[85][0], image)
+    with pytest.raises(ValueError, match="synthetic-mix"):
+        TrainConfig(data_dir="x", synthetic_mix=1.0).validate()
