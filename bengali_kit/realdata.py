@@ -52,8 +52,15 @@ class Crops:
         return Crops(self.images[index], self.labels[index], self.image_ids[index], self.graphemes[index])
 
 
+def _is_npy(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(6) == b"\x93NUMPY"
+
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of the npz at ``path``; any damage (truncated, bad CRC, not a zip) is a one-line DataError."""
+    if not zipfile.is_zipfile(path) and not _is_npy(path):  # numpy's own message would suggest an unsafe load
+        raise DataError(path, "not an npz archive (not a zip file: a text or other file named .npz?)")
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
@@ -290,6 +297,7 @@ class ImportReport:
     n_unseen: int = 0
     n_unseen_triples: int = 0
     n_excluded: int = 0  # crops left out because an ``exclude`` file lists them
+    n_unseen_asked: int = 0  # held-out triples ``unseen_fraction`` asked for; fewer when classes would vanish
 
 
 def _folder_frames(crops: Crops, val: Crops) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -357,4 +365,5 @@ def import_crops(npz_path: str | Path | Sequence[str | Path], out_dir: str | Pat
     return ImportReport(out, out / "train", out / "val" if val is not None else None, len(parts["train"]),
                         len(val) if val is not None else 0, n_triples,
                         out / "unseen" if unseen is not None else None, len(unseen) if unseen is not None else 0,
-                        len(np.unique(triple_codes(unseen.labels))) if unseen is not None else 0, n_excluded)
+                        len(np.unique(triple_codes(unseen.labels))) if unseen is not None else 0, n_excluded,
+                        int(round(unseen_fraction * n_triples)))

@@ -224,3 +224,19 @@ def test_sigkill_during_synth_overwrite_keeps_the_old_folder(tmp_path):
     before = _folder_bytes(target)
     _kill_synth_while_writing(tmp_path, target, "--overwrite")
     assert _folder_bytes(target) == before
+
+
+def test_import_crops_text_named_npz_never_suggests_an_unsafe_load(tmp_path):
+    bad = tmp_path / "crops.npz"
+    bad.write_text("image_id,grapheme_root\nTrain_0,15\n")
+    line = assert_one_line_error(run_cli("import-crops", bad, tmp_path / "o"), bad, contains=["not an npz"])
+    assert "pickle" not in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_import_crops_says_when_the_unseen_fraction_cannot_be_reached(real_slice_npz, tmp_path):
+    """0.999 of the triples cannot go while every class stays in training: the run says how many went."""
+    done = run_cli("import-crops", real_slice_npz, tmp_path / "o", "--unseen-fraction", "0.999", "--files", "1")
+    assert done.returncode == 0
+    assert "asks for 60 held-out triples; 15 can go" in done.stdout
+    assert len(pd.read_csv(tmp_path / "o" / "unseen" / "train.csv")) == 75
