@@ -296,6 +296,9 @@ def _run_import_crops(args: argparse.Namespace) -> int:
                        train_per_triple=args.train_per_triple)
     if rep.n_excluded:
         print(f"{rep.n_excluded} crops left out (listed in {', '.join(args.exclude)})")
+    if rep.n_unseen_triples < rep.n_unseen_asked:
+        print(f"note: --unseen-fraction {args.unseen_fraction} asks for {rep.n_unseen_asked} held-out triples; "
+              f"{rep.n_unseen_triples} can go while every root, vowel and consonant stays in train/")
     unseen = (f", {rep.n_unseen} of {rep.n_unseen_triples} held-out triples -> {rep.unseen_dir}"
               if rep.unseen_dir else "")
     val = f", {rep.n_val} -> {rep.val_dir}" if rep.val_dir else ""
