@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any, Callable, NoReturn, Sequence
 
-from .argtypes import non_negative_int, positive_int
+from .argtypes import non_negative_float, non_negative_int, positive_int
 from .errors import DataError, one_line
 from .files import os_problem
 
@@ -137,6 +137,11 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+_PRIOR_HELP = ("class-prior correction k: each head predicts the argmax of p / count**k, count = the training images "
+               "of each class (recorded by train); 0 = plain argmax; default: the k the checkpoint carries "
+               "(set by export --prior-power, else 0)")
+
+
 # ---------------------------------------------------------------- predict
 def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="competition folder with test.csv and test parquets")
@@ -147,6 +152,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per batch")
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda, cuda:N or mps; auto takes a GPU this torch can run on, else the CPU")
+    p.add_argument("--prior-power", type=non_negative_float, default=None, metavar="K", help=_PRIOR_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -156,7 +162,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     result, sub = predict_to_submission(args.data, args.checkpoint, args.out, batch_size=args.batch_size,
                                         device=args.device, tta=args.tta, overwrite=args.overwrite,
-                                        progress=not args.no_progress)
+                                        progress=not args.no_progress, prior_power=args.prior_power)
     print(result.summary())
     print(f"wrote {args.out} ({len(sub)} rows)")
     return 0
@@ -170,6 +176,11 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", dest="all_images", action="store_true",
                    help="score every labelled image, not only the run's validation images (val_ids.csv beside "
                         "the checkpoint)")
+    p.add_argument("--also", action="append", default=[], metavar="FOLDER",
+                   help="also score every labelled image of this folder, reported alone and together with --data "
+                        "(e.g. import-crops' unseen/ beside val/: the unseen-triple detector's AUROC needs both); "
+                        "may be repeated")
+    p.add_argument("--prior-power", type=non_negative_float, default=None, metavar="K", help=_PRIOR_HELP)
     p.add_argument("--tta", action="store_true", help="average flip-free shifted/scaled views")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per batch")
     p.add_argument("--device", default="auto",
@@ -191,17 +202,25 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .files import atomic_write_text, check_output_file
 
     if args.json:  # before the (slow) scoring; never one of the files it reads
-        inputs = [*data_files(args.data), *args.checkpoint, *(Path(c).parent / "val_ids.csv" for c in args.checkpoint)]
+        inputs = [*data_files(args.data), *(f for d in args.also for f in data_files(d)), *args.checkpoint,
+                  *(Path(c).parent / "val_ids.csv" for c in args.checkpoint)]
         check_output_file(args.json, overwrite=args.overwrite, inputs=inputs)
     res = evaluate(args.data, args.checkpoint, all_images=args.all_images, batch_size=args.batch_size,
-                   device=args.device, tta=args.tta, progress=not args.no_progress)
+                   device=args.device, tta=args.tta, progress=not args.no_progress, prior_power=args.prior_power,
+                   also=args.also)
     print(res.summary(worst=args.worst))
     print(res.prediction.summary())
     if args.json:
         ckpts = [str(c) for c in args.checkpoint]
         record = {"checkpoint": ckpts[0] if len(ckpts) == 1 else ckpts, "data": str(args.data), "subset": res.subset,
                   "n_images": int(res.n_images), "tta": bool(args.tta),
-                  "scores": {k: float(v) for k, v in res.scores.items()}}
+                  "prior_power": float(res.prediction.prior_power),
+                  "scores": {k: float(v) for k, v in res.scores.items()},
+                  "detector": res.detector}
+        if res.folders:
+            record["folders"] = {f: {"n_images": part["n_images"], "scores": {k: float(v) for k, v in
+                                                                             part["scores"].items()}}
+                                 for f, part in res.folders.items()}
         atomic_write_text(args.json, json.dumps(record, indent=1) + "\n")
     return 0
 
@@ -315,6 +334,10 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a run's best.pt or last.pt")
     p.add_argument("out", help="file to write, e.g. weights/synth-b0-64.pt")
     p.add_argument("--float32", action="store_true", help="keep float32 weights instead of float16")
+    p.add_argument("--prior-power", type=non_negative_float, default=None, metavar="K",
+                   help="class-prior correction k that predict, evaluate and the Kaggle kernel apply by default with "
+                        "this file (argmax of p / count**k per head; needs the class counts train records); "
+                        "default: keep the checkpoint's (0 when it has none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT file")
 
 
@@ -324,12 +347,15 @@ def _run_export(args: argparse.Namespace) -> int:
 
     from .export import export_weights
 
-    ck = export_weights(args.checkpoint, args.out, half=not args.float32, overwrite=args.overwrite)
+    ck = export_weights(args.checkpoint, args.out, half=not args.float32, overwrite=args.overwrite,
+                        prior_power=args.prior_power)
     data = Path(args.out).read_bytes()
     metric = ck.get("metric")
+    power = (ck.get("inference") or {}).get("prior_power", 0)
     print(f"exported {args.checkpoint} -> {args.out}: {len(data) / 1e6:.2f} MB, "
           f"{'float32' if args.float32 else 'float16'} {ck['exported_from']['weights']} weights"
           + (f", validation metric {metric:.4f}" if isinstance(metric, float) else "")
+          + (f", class-prior correction k={power:g}" if power else "")
           + f", sha256 {hashlib.sha256(data).hexdigest()}")
     return 0
 

@@ -74,3 +74,25 @@ def per_class_recall(y_true: Any, y_pred: Any, n_classes: tuple[int, ...] = N_CL
         frames.append(pd.DataFrame({"component": component, "label": np.arange(size), "recall": recall,
                                     "support": support, "n_pred": n_pred}))
     return pd.concat(frames, ignore_index=True)
+
+
+def auroc(scores: Any, is_positive: Any) -> float:
+    """Area under the ROC curve of ``scores`` for telling positives (higher score) from the rest; ties count half.
+
+    Rank-based (Mann-Whitney): the share of (positive, negative) pairs the score orders right, ties averaged.
+    ValueError when the lengths differ, a score is not finite, or one of the two classes is absent.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    pos = np.asarray(is_positive, dtype=bool).ravel()
+    if len(s) != len(pos):
+        raise ValueError(f"{len(s)} scores for {len(pos)} labels")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"AUROC needs positives and negatives, got {n_pos} and {n_neg}")
+    order = np.argsort(s, kind="mergesort")
+    _, first, counts = np.unique(s[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(s))
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)  # 1-based ranks, a tie's average
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -5,6 +5,8 @@ images, 6.5 GB of pixels) and each batch is cropped/resized with the parameters 
 i.e. exactly as the training cache was made. A background thread reads and preprocesses the next batch
 while the model runs on the current one. Several checkpoints are averaged in probability space; models
 with different image sizes or crop parameters each get their own preprocessed copy of the batch.
+The labels are each head's argmax, corrected for the training class prior when the checkpoints carry a
+``prior_power`` (see ``priors.py``); the probabilities stay uncorrected.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from .device import resolve_device
 from .errors import DataError
 from .model import load_model, model_input
 from .preprocess import CropParams, crop_resize_batch, iter_preprocessed
+from .priors import checkpoint_class_counts, log_prior, prior_corrected_labels, resolve_prior_power
 
 __all__ = ["PredictionResult", "predict", "predict_images", "TTA_VIEWS", "READ_BATCH"]
 
@@ -46,7 +49,9 @@ class PredictionResult:
     """Predictions for a stream of images.
 
     ``image_ids`` (str, (N,)) in parquet order; ``probabilities[component]`` float32 (N, n_classes)
-    averaged over checkpoints (and TTA views); ``labels`` int64 (N, 3) argmax in ``COMPONENTS`` order.
+    averaged over checkpoints (and TTA views); ``labels`` int64 (N, 3) in ``COMPONENTS`` order: the argmax
+    of ``log p - prior_power * class_prior`` (plain argmax at ``prior_power`` 0). ``class_prior``: each
+    head's log training class frequency, None unless every checkpoint carries its class counts.
     """
 
     image_ids: np.ndarray
@@ -57,6 +62,8 @@ class PredictionResult:
     n_models: int = 1
     tta: bool = False
     n_blank: int = 0
+    prior_power: float = 0.0
+    class_prior: list[np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def n_images(self) -> int:
@@ -71,6 +78,7 @@ class PredictionResult:
     def summary(self) -> str:
         """One line: how many images, how fast, where, with how many models."""
         extra = f", {self.n_blank} blank image(s)" if self.n_blank else ""
+        extra += f", class-prior correction k={self.prior_power:g}" if self.prior_power else ""
         return (f"predicted {self.n_images} images in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s) "
                 f"on {self.device} with {self.n_models} model(s){' + TTA' if self.tta else ''}{extra}")
 
@@ -89,14 +97,40 @@ def _freeze(d: Any) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
+def _ensemble_prior(priors: Sequence[tuple[Path, Mapping[str, Any]]],
+                    override: float | None) -> tuple[float, list[np.ndarray] | None]:
+    """The prior power every checkpoint predicts with (they must agree) and the ensemble's log class prior."""
+    powers = [resolve_prior_power(ck, path, override) for path, ck in priors]
+    for (path, _), k in zip(priors[1:], powers[1:]):
+        if k != powers[0]:
+            raise DataError(path, f"carries prior_power {k:g} but {priors[0][0]} carries {powers[0]:g}; "
+                                  "pass --prior-power to choose one for the ensemble")
+    counts = [checkpoint_class_counts(ck, path) for path, ck in priors]
+    if any(c is None for c in counts):
+        return powers[0], None
+    # The averaged probabilities are corrected once, by the mean of the models' training class frequencies:
+    # one model, or models trained on the same labels, gets exactly its own prior; fold models the mean.
+    per_model = [[np.exp(h) for h in log_prior(c)] for c in counts]
+    return powers[0], [np.log(np.mean([m[j] for m in per_model], axis=0)) for j in range(len(COMPONENTS))]
+
+
 def _load_groups(checkpoints: Sequence[str | Path], device: torch.device) -> list[_Group]:
+    """The models grouped by preprocessing (benchmarks/gpu_check.py runs them itself)."""
+    return _load_models(checkpoints, device)[0]
+
+
+def _load_models(checkpoints: Sequence[str | Path], device: torch.device,
+                 prior_power: float | None = None) -> tuple[list[_Group], float, list[np.ndarray] | None]:
+    """The models grouped by preprocessing, the prior power and the ensemble's log class prior."""
     if isinstance(checkpoints, (str, Path)):
         checkpoints = [checkpoints]
     if not checkpoints:
         raise ValueError("at least one checkpoint is needed")
     groups: dict[tuple, _Group] = {}
+    priors: list[tuple[Path, dict]] = []
     for path in checkpoints:
         model, ckpt = load_model(path, map_location="cpu")
+        priors.append((Path(path), {k: ckpt[k] for k in ("inference", "class_counts") if k in ckpt}))
         size = ckpt.get("image_size")
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise DataError(path, f"checkpoint has no valid 'image_size' ({size!r}); cannot preprocess "
@@ -116,7 +150,7 @@ def _load_groups(checkpoints: Sequence[str | Path], device: torch.device) -> lis
         model.to(device).eval().to(memory_format=torch.channels_last)
         key = (size, _freeze(params))
         groups.setdefault(key, _Group(size=size, params=dict(params))).models.append(model)
-    return list(groups.values())
+    return list(groups.values()), *_ensemble_prior(priors, prior_power)
 
 
 # ----------------------------------------------------------------------------------------- streaming
@@ -229,16 +263,18 @@ def _run_models(group: _Group, images: np.ndarray, device: torch.device, tta: bo
 
 def predict_images(data_dir: str | Path, split: str, checkpoints: Sequence[str | Path] | str | Path, *,
                    batch_size: int = 256, device: str = "auto", tta: bool = False, progress: bool = True,
-                   keep: set[str] | None = None, workers: int | None = None) -> PredictionResult:
+                   keep: set[str] | None = None, workers: int | None = None,
+                   prior_power: float | None = None) -> PredictionResult:
     """Predict the ``<split>_image_data_*.parquet`` images of ``data_dir`` (only ids in ``keep`` if given).
 
-    Everything is checked (device, checkpoints, parquet schemas) before the first image is read.
+    ``prior_power``: the class-prior correction k (None: the one the checkpoints carry). Everything is
+    checked (device, checkpoints, parquet schemas) before the first image is read.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     data_dir = Path(data_dir)
     dev = resolve_device(device)
-    groups = _load_groups(checkpoints, dev)
+    groups, k, class_prior = _load_models(checkpoints, dev, prior_power)
     files, total = _check_parquets(data_dir, split)
     # On a GPU the CPU-side crop is the bottleneck: spread it over the cores. On the CPU the model
     # needs the cores itself.
@@ -279,20 +315,23 @@ def predict_images(data_dir: str | Path, split: str, checkpoints: Sequence[str |
         raise DataError(data_dir, f"image_id {str(uniq[counts > 1][0])!r} appears more than once in the "
                                   f"{split} parquets")
     probs = {c: np.concatenate(prob_parts[j]) for j, c in enumerate(COMPONENTS)}
-    labels = np.stack([probs[c].argmax(1) for c in COMPONENTS], axis=1).astype(np.int64)
+    labels = prior_corrected_labels(probs, class_prior, k)
     return PredictionResult(image_ids=image_ids, probabilities=probs, labels=labels, seconds=seconds,
-                            device=str(dev), n_models=n_models, tta=tta, n_blank=n_blank)
+                            device=str(dev), n_models=n_models, tta=tta, n_blank=n_blank, prior_power=k,
+                            class_prior=class_prior)
 
 
 def predict(data_dir: str | Path, checkpoints: Sequence[str | Path] | str | Path, batch_size: int = 256,
             device: str = "auto", tta: bool = False, progress: bool = True,
-            workers: int | None = None) -> PredictionResult:
+            workers: int | None = None, prior_power: float | None = None) -> PredictionResult:
     """Predict every image of ``<data_dir>/test_image_data_*.parquet``, streaming.
 
     ``checkpoints``: one or several kit checkpoints (softmax averaged). ``device``: ``"auto"`` (a GPU this
     torch can run on, with float16 autocast, else the CPU), ``"cpu"``, ``"cuda:0"``... ``tta``: average the
     flip-free views in ``TTA_VIEWS``. ``workers``: threads for the crop/resize (default: the cores on a
-    GPU, 1 on the CPU). Raises ``DataError`` for missing/malformed/empty parquets and unusable checkpoints.
+    GPU, 1 on the CPU). ``prior_power``: the class-prior correction k, overriding the checkpoints' (they
+    must agree when not overridden). Raises ``DataError`` for missing/malformed/empty parquets and
+    unusable checkpoints.
     """
     return predict_images(data_dir, "test", checkpoints, batch_size=batch_size, device=device, tta=tta,
-                          progress=progress, workers=workers)
+                          progress=progress, workers=workers, prior_power=prior_power)

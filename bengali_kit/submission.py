@@ -65,14 +65,17 @@ def write_submission(df: pd.DataFrame, path: str | Path, overwrite: bool = False
 
 def predict_to_submission(data_dir: str | Path, checkpoints: Sequence[str | Path] | str | Path,
                           out: str | Path, batch_size: int = 256, device: str = "auto", tta: bool = False,
-                          overwrite: bool = False, progress: bool = True) -> tuple[PredictionResult, pd.DataFrame]:
+                          overwrite: bool = False, progress: bool = True,
+                          prior_power: float | None = None) -> tuple[PredictionResult, pd.DataFrame]:
     """test.csv + test parquets -> ``out`` (submission.csv). Bad inputs, and an output path that cannot be
-    written, fail before any prediction; so does an ``out`` that is one of the inputs (``overwrite`` or not)."""
+    written, fail before any prediction; so does an ``out`` that is one of the inputs (``overwrite`` or not).
+    ``prior_power``: the class-prior correction k (None: the one the checkpoints carry, as the kernel does)."""
     data_dir, out = Path(data_dir), Path(out)
     ckpts = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
     check_output_file(out, overwrite=overwrite, inputs=[*data_files(data_dir), *ckpts])
     test_df = read_test_csv(data_dir / "test.csv")
-    result = predict(data_dir, checkpoints, batch_size=batch_size, device=device, tta=tta, progress=progress)
+    result = predict(data_dir, checkpoints, batch_size=batch_size, device=device, tta=tta, progress=progress,
+                     prior_power=prior_power)
     sub = make_submission(test_df, result.image_ids, result.labels, source=data_dir / "test.csv")
     write_submission(sub, out, overwrite=overwrite)
     return result, sub

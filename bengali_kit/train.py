@@ -61,6 +61,7 @@ from .finetune import load_init_weights
 from .losses import MultiHeadLoss
 from .model import ModelConfig, build_model, check_image_size, load_checkpoint, save_checkpoint
 from .optim import LARS, lars_param_groups
+from .priors import training_label_record
 from .train_config import TrainConfig
 
 __all__ = ["TrainConfig", "train", "save_last"]
@@ -296,6 +297,8 @@ def _train(cfg: TrainConfig, resume: dict | None, device: torch.device, run: Pat
     meta = {"image_size": int(cfg.image_size), "preprocess": dict(src.crop_params), "train_config": cfg.to_dict(),
             "n_val": int(src.n_val), "init_from": init_from,
             "data_source": "synthetic-stream" if cfg.synthetic_stream else "folder"}
+    if not cfg.synthetic_stream:  # the real labels' class counts and triples: rendered images are not counted
+        meta.update(training_label_record(getattr(src.train_set, "real", src.train_set).labels))
     show = cfg.progress and is_main  # bars; the one line per epoch is printed either way
     budget = f", time budget {cfg.time_budget:.0f}s" if cfg.time_budget else ""
     if is_main:

@@ -1,8 +1,10 @@
 """The checkpoints a package carries: checked up front, then written slim (weights and what inference needs).
 
 A training checkpoint also holds the optimizer, scheduler, scaler and RNG state, which inference never
-uses and which can double its size. A float16 state dict (the shipped ``weights/*.pt``) stays float16
-in the package; loading casts it back to float32.
+uses and which can double its size. The inference settings (``inference``: the class-prior correction
+``prior_power``) and the class counts they need are kept, so the kernel predicts as ``predict`` does.
+A float16 state dict (the shipped ``weights/*.pt``) stays float16 in the package; loading casts it back
+to float32.
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ from typing import Any
 from ..components import N_CLASSES
 from ..errors import DataError
 from ..model import load_checkpoint, load_model, save_torch
+from ..priors import resolve_prior_power
 
-#: Checkpoint keys kept in the package: enough to rebuild the model and preprocess like training.
-KEEP_KEYS = ("model", "model_config", "image_size", "preprocess", "metric")
+#: Checkpoint keys kept in the package: enough to rebuild the model, preprocess like training and predict
+#: with the checkpoint's class-prior correction.
+KEEP_KEYS = ("model", "model_config", "image_size", "preprocess", "metric", "class_counts", "inference")
 _REQUIRED = ("model", "model_config", "image_size")
 
 
@@ -34,6 +38,7 @@ def check_package_checkpoint(path: str | Path) -> dict[str, Any]:
             raise DataError(path, f"checkpoint has no {key!r} entry (not a bengali_kit training checkpoint?)")
     if not isinstance(ckpt["image_size"], int) or isinstance(ckpt["image_size"], bool):
         raise DataError(path, f"image_size {ckpt['image_size']!r} is not an integer")
+    resolve_prior_power(ckpt, path)  # a prior power without class counts: refused here, not on Kaggle
     state = ckpt["model"]
     slim = {k: ckpt[k] for k in KEEP_KEYS if k in ckpt}
     slim["model"] = {k: v.detach().cpu().contiguous() for k, v in state.items()}
@@ -55,7 +60,8 @@ def summary(slim: Mapping[str, Any], source: Path) -> dict[str, Any]:
     metric = slim.get("metric")
     return {"image_size": int(slim["image_size"]), "model": cfg.get("name", "?") if isinstance(cfg, Mapping) else "?",
             "metric": metric if isinstance(metric, (int, float)) and math.isfinite(metric) else None,
-            "dtype": "/".join(dtypes), "source": source.name}
+            "dtype": "/".join(dtypes), "source": source.name,
+            "prior_power": resolve_prior_power(slim, source)}
 
 
 def write_checkpoint(slim: Mapping[str, Any], dst: str | Path) -> Path:

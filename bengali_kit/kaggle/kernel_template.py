@@ -1,9 +1,11 @@
 """Bengali.AI offline inference kernel (internet off): install the kit from the attached package's wheels,
 predict the competition's test images, write submission.csv.
 
-Glue only: the logic lives in bengali_kit. ``bengali-kit package`` writes this file as
-``kernel/kernel.py`` with the package's slug filled in and bengali_kit/kaggle/search.py inlined (the
-kernel runs before the kit is installed). The paths default to Kaggle's and can be overridden::
+Glue only: the logic lives in bengali_kit, and so does every inference setting the checkpoints carry (the
+class-prior correction ``prior_power``): ``predict_to_submission`` applies them as ``bengali-kit predict``
+does. ``bengali-kit package`` writes this file as ``kernel/kernel.py`` with the package's slug filled in
+and bengali_kit/kaggle/search.py inlined (the kernel runs before the kit is installed). The paths default
+to Kaggle's and can be overridden::
 
     python kernel.py [--input-root DIR] [--output-dir DIR] [--slug SLUG] [--batch-size N] [--tta|--no-tta]
 
