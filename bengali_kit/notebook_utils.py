@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 
 from . import plots
-from .components import ClassMap
+from .components import COMPONENTS, ClassMap
 from .data import image_parquets, iter_image_batches, read_train_csv
 from .errors import DataError
-from .synthetic import write_competition_folder
+from .synthetic import SyntheticGraphemes, novel_triples, write_competition_folder
+from .synthetic.folder import write_competition_files, write_folders
 from .train import train
 
-__all__ = ["prepare_data", "sample_images", "checkpoint_or_train", "find_file", "show_predictions", "REPO_CANDIDATES"]
+__all__ = ["prepare_data", "sample_images", "checkpoint_or_train", "find_file", "predicted_labels",
+           "show_predictions", "render_novel_triples", "write_labelled_folder", "REPO_CANDIDATES"]
 
 #: Files a finished synthetic folder has (write_competition_folder writes the csv files first).
 _SYNTH_DONE = ("train.csv", "test.csv", "class_map.csv", "sample_submission.csv", "test_labels.csv")
@@ -115,12 +117,17 @@ def find_file(*relative: str, roots: tuple = REPO_CANDIDATES) -> Path | None:
     return None
 
 
+def predicted_labels(prediction, ids) -> np.ndarray:
+    """The labels (N, 3) that ``prediction`` (a ``PredictionResult``) gives the images ``ids``, in that order."""
+    position = pd.Series(np.arange(len(prediction.image_ids)), index=prediction.image_ids)
+    return prediction.labels[position.loc[list(ids)].to_numpy()]
+
+
 def show_predictions(images: np.ndarray, ids, prediction, truth: np.ndarray | None, class_map: ClassMap,
                      title: str, ncols: int = 8):
     """Images under the graphemes that ``prediction`` (a ``PredictionResult`` covering ``ids``) composes for
     them; with ``truth``, green when all three components are right and red otherwise, the true labels below."""
-    position = pd.Series(np.arange(len(prediction.image_ids)), index=prediction.image_ids)
-    pred = prediction.labels[position.loc[list(ids)].to_numpy()]
+    pred = predicted_labels(prediction, ids)
     texts = [class_map.compose(*map(int, p)) for p in pred]
     captions = [f"{i}: {'-'.join(map(str, p))}" for i, p in zip(ids, pred)]
     colors = None
@@ -129,3 +136,24 @@ def show_predictions(images: np.ndarray, ids, prediction, truth: np.ndarray | No
         colors = ["green" if ok else "red" for ok in (truth == pred).all(axis=1)]
         captions = [f"{c}\ntrue {'-'.join(map(str, t))}" for c, t in zip(captions, truth)]
     return plots.plot_labelled_images(images, texts, captions, colors, ncols=ncols, title=title)
+
+
+def render_novel_triples(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` valid (root, vowel, consonant) triples absent from the real train set (``novel_triples``), drawn
+    with ``seed``, and their images rendered by the kit's synthetic generator: ``(int64 (n, 3), uint8 (n, 137,
+    236))``, dark ink on white like competition images. RuntimeError (one line) when no Bengali font is installed.
+    """
+    novel = novel_triples()
+    triples = novel[np.sort(np.random.default_rng(seed).choice(len(novel), size=min(n, len(novel)), replace=False))]
+    stream = SyntheticGraphemes(seed=seed)
+    return triples, np.stack([stream.render_labels(t, k) for k, t in enumerate(triples)])
+
+
+def write_labelled_folder(out_dir: str | Path, images: np.ndarray, labels: np.ndarray, prefix: str = "Image") -> Path:
+    """A competition folder (replaced whole if it exists) whose train and test splits both hold ``images``
+    (uint8 (N, 137, 236)) labelled ``labels`` (N, 3), ids ``<prefix>_<k>``: ``evaluate(..., all_images=True)``
+    then scores them through the kit's own prediction path (crop, resize, any prior correction)."""
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1, 3)
+    frame = pd.DataFrame(labels, columns=list(COMPONENTS))
+    frame.insert(0, "image_id", [f"{prefix}_{k}" for k in range(len(labels))])
+    return write_folders(out_dir, True, lambda tmp: write_competition_files(tmp, frame, frame, images, images, 1))

@@ -436,10 +436,14 @@ def plot_labelled_images(images: np.ndarray, texts: Sequence[str] | None = None,
     nrows = -(-n // ncols)
     aspect = images.shape[2] / images.shape[1]
     has_text = texts is not None
+    # each extra caption line needs room below its image, or the next row's text covers it
+    extra = max((str(c).count("\n") for c in captions), default=0) if captions is not None else 0
     plt = _pyplot()
-    fig = plt.figure(figsize=(1.6 * ncols * aspect ** 0.5 + 0.3, (2.0 if has_text else 1.6) * nrows + 0.4))
+    fig = plt.figure(figsize=(1.6 * ncols * aspect ** 0.5 + 0.3,
+                              ((2.0 if has_text else 1.6) + 0.15 * extra) * nrows + 0.4))
     ratios = [0.45, 1] * nrows if has_text else [1] * nrows
-    grid = fig.add_gridspec(len(ratios), ncols, height_ratios=ratios, hspace=0.25 if has_text else 0.3)
+    grid = fig.add_gridspec(len(ratios), ncols, height_ratios=ratios,
+                            hspace=(0.25 if has_text else 0.3) + 0.2 * extra)
     for i in range(nrows * ncols):
         r, c = divmod(i, ncols)
         ax_img = fig.add_subplot(grid[2 * r + 1 if has_text else r, c])
