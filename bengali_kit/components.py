@@ -132,3 +132,24 @@ def grapheme_index() -> np.ndarray:
     table[keys] = np.arange(len(keys))
     table.flags.writeable = False
     return table
+
+
+_VIRAMA = "\u09cd"
+
+
+@lru_cache(maxsize=1)
+def root_parts() -> tuple[np.ndarray, tuple[str, ...]]:
+    """Which letters each root is written with: a (168, P) float32 multi-hot matrix and the P letters.
+
+    A conjunct root shares its consonants with other roots (ক্ষ with ক and ষ), so a head trained on these
+    targets learns the letters, which recur across roots, and not only each root as a whole. The virama
+    that joins them is left out: every conjunct has it.
+    """
+    roots = load_class_map().roots
+    letters = tuple(sorted({ch for root in roots for ch in root} - {_VIRAMA}))
+    column = {ch: k for k, ch in enumerate(letters)}
+    table = np.zeros((len(roots), len(letters)), dtype=np.float32)
+    for r, root in enumerate(roots):
+        table[r, [column[ch] for ch in root if ch != _VIRAMA]] = 1.0
+    table.flags.writeable = False
+    return table, letters

@@ -221,9 +221,9 @@ def train_step(state: TrainState, images: torch.Tensor, labels: torch.Tensor) ->
     y = labels.to(state.device, non_blocking=True)
     x, targets = state.augment(x, y) if state.augment is not None else (x, y)
     with state.autocast():
-        if state.loss_fn.grapheme_weight > 0:  # the grapheme head trains alongside (through DDP's forward)
-            logits, graphemes = state.net(x, with_grapheme=True)
-            loss = state.loss_fn(logits, targets, graphemes)
+        if state.loss_fn.has_aux:  # training-only heads train alongside (through DDP's forward)
+            logits, aux = state.net(x, with_aux=True)
+            loss = state.loss_fn(logits, targets, aux.get("grapheme"), aux.get("parts"))
         else:
             loss = state.loss_fn(state.net(x), targets)
     if not torch.isfinite(loss.detach()).item():

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .components import METRIC_WEIGHTS, grapheme_index, triple_codes
+from .components import METRIC_WEIGHTS, grapheme_index, root_parts, triple_codes
 
 
 class MixedTargets(NamedTuple):
@@ -31,10 +31,12 @@ class MultiHeadLoss(nn.Module):
 
     ``grapheme_weight`` > 0 adds ``grapheme_weight * CE`` of a fourth head over whole graphemes (the real
     triples of :func:`~bengali_kit.components.grapheme_index`; a triple absent from them adds nothing).
+    ``part_weight`` > 0 adds ``part_weight * BCE`` of a multi-hot head over the letters of the root
+    (:func:`~bengali_kit.components.root_parts`).
     """
 
     def __init__(self, weights: Sequence[float] = METRIC_WEIGHTS, label_smoothing: float = 0.0,
-                 grapheme_weight: float = 0.0):
+                 grapheme_weight: float = 0.0, part_weight: float = 0.0):
         super().__init__()
         weights = tuple(float(w) for w in weights)
         if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
@@ -45,8 +47,33 @@ class MultiHeadLoss(nn.Module):
             raise ValueError(f"grapheme_weight must be >= 0, got {grapheme_weight}")
         self.weights = weights
         self.label_smoothing = float(label_smoothing)
+        if part_weight < 0:
+            raise ValueError(f"part_weight must be >= 0, got {part_weight}")
         self.grapheme_weight = float(grapheme_weight)
+        self.part_weight = float(part_weight)
         self._grapheme_index = torch.from_numpy(grapheme_index().copy()) if grapheme_weight else None
+        self._root_parts = torch.from_numpy(root_parts()[0].copy()) if part_weight else None
+
+    @property
+    def has_aux(self) -> bool:
+        """Whether a training-only head (grapheme, parts) adds to the loss."""
+        return self.grapheme_weight > 0 or self.part_weight > 0
+
+    def part_loss(self, logits: torch.Tensor, targets: torch.Tensor | MixedTargets) -> torch.Tensor:
+        """Binary cross-entropy of the parts head against the letters of the (mixed) roots; batch mean."""
+        if self._root_parts is None:
+            raise ValueError("this loss has no parts head (part_weight is 0)")
+        table = self._root_parts.to(logits.device)
+
+        def bce(labels: torch.Tensor) -> torch.Tensor:
+            return F.binary_cross_entropy_with_logits(logits.float(), table[labels[:, 0]], reduction="none").mean(1)
+
+        if isinstance(targets, MixedTargets):
+            lam = targets.lam
+            if isinstance(lam, torch.Tensor):
+                lam = lam.to(device=logits.device, dtype=torch.float32)
+            return (lam * bce(targets.y_a) + (1 - lam) * bce(targets.y_b)).mean()
+        return bce(targets).mean()
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # Per-sample losses in float32 (logits may be float16 under AMP); -100 targets give 0.
@@ -84,7 +111,7 @@ class MultiHeadLoss(nn.Module):
         return self._batch_ce(logits, targets, self.grapheme_targets)
 
     def forward(self, logits: Sequence[torch.Tensor], targets: torch.Tensor | MixedTargets,
-                grapheme_logits: torch.Tensor | None = None) -> torch.Tensor:
+                grapheme_logits: torch.Tensor | None = None, part_logits: torch.Tensor | None = None) -> torch.Tensor:
         """Scalar loss; ``logits`` is a :class:`~bengali_kit.model.Logits` (or any 3 tensors in order), and
         ``grapheme_logits`` the grapheme head's (training with ``grapheme_weight`` > 0; without them, as in
         validation, the loss is the three heads' alone)."""
@@ -92,4 +119,6 @@ class MultiHeadLoss(nn.Module):
         loss = sum(w * l for w, l in zip(self.weights, losses)) / sum(self.weights)
         if grapheme_logits is not None:
             loss = loss + self.grapheme_weight * self.grapheme_loss(grapheme_logits, targets)
+        if part_logits is not None:
+            loss = loss + self.part_weight * self.part_loss(part_logits, targets)
         return loss

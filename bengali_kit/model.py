@@ -69,6 +69,7 @@ class ModelConfig:
     neck_dim: int = 512
     n_classes: tuple[int, int, int] = (168, 11, 7)
     grapheme_classes: int = 0  # > 0: an auxiliary head over whole graphemes, used in training only
+    part_classes: int = 0  # > 0: an auxiliary multi-hot head over the letters of the root, training only
 
     def __post_init__(self) -> None:
         self.n_classes = tuple(int(n) for n in self.n_classes)  # type: ignore[assignment]
@@ -84,6 +85,8 @@ class ModelConfig:
             raise ValueError(f"neck_dim must be >= 1, got {self.neck_dim}")
         if self.grapheme_classes < 0:
             raise ValueError(f"grapheme_classes must be >= 0, got {self.grapheme_classes}")
+        if self.part_classes < 0:
+            raise ValueError(f"part_classes must be >= 0, got {self.part_classes}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
@@ -165,6 +168,7 @@ class BengaliNet(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(cfg.neck_dim, n) for n in cfg.n_classes)
         # Outside ``heads``: predictions never use it, and a checkpoint without it still fits the three heads.
         self.grapheme_head = nn.Linear(cfg.neck_dim, cfg.grapheme_classes) if cfg.grapheme_classes else None
+        self.part_head = nn.Linear(cfg.neck_dim, cfg.part_classes) if cfg.part_classes else None
         self.register_buffer("input_mean", torch.tensor(INPUT_MEAN), persistent=False)
         self.register_buffer("input_std", torch.tensor(INPUT_STD), persistent=False)
 
@@ -173,13 +177,20 @@ class BengaliNet(nn.Module):
         x = (x - self.input_mean) / self.input_std
         return self.pool(self.backbone.extract_features(x)).flatten(1)
 
-    def forward(self, x: torch.Tensor, with_grapheme: bool = False) -> Logits | tuple[Logits, torch.Tensor]:
-        """``x``: float (B, 1, S, S) in [0, 1], ink bright on black. Returns the three logit tensors, and with
-        ``with_grapheme`` also the grapheme head's logits (B, grapheme_classes) as ``(logits, graphemes)``."""
+    def forward(self, x: torch.Tensor, with_grapheme: bool = False,
+                with_aux: bool = False) -> Logits | tuple[Logits, Any]:
+        """``x``: float (B, 1, S, S) in [0, 1], ink bright on black. Returns the three logit tensors; with
+        ``with_grapheme`` also the grapheme head's logits (B, grapheme_classes) as ``(logits, graphemes)``;
+        with ``with_aux`` a dict of every training-only head's logits (``grapheme``, ``parts``) as
+        ``(logits, aux)``."""
         if not torch.jit.is_tracing() and (x.ndim != 4 or x.shape[1] != 1):
             raise ValueError(f"expected input of shape (B, 1, S, S), got {tuple(x.shape)}")
         z = self.neck(self.dropout(self.features(x)))
         logits = Logits(*(head(z) for head in self.heads))
+        if with_aux:
+            aux = {name: head(z) for name, head in (("grapheme", self.grapheme_head), ("parts", self.part_head))
+                   if head is not None}
+            return logits, aux
         if not with_grapheme:
             return logits
         if self.grapheme_head is None:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .augment import BatchAugmenter
-from .components import COMPONENTS, grapheme_index
+from .components import COMPONENTS, grapheme_index, root_parts
 from .datasets import build_sources, check_folder, set_stream_epoch, write_val_ids
 from .device import resolve_device
 from .distributed import barrier, dist_env, is_dist
@@ -261,8 +261,9 @@ def _train(cfg: TrainConfig, resume: dict | None, device: torch.device, run: Pat
     # ---- model, optimizer, EMA, loss, augmentation
     seed_everything(cfg.seed)
     n_graphemes = int((grapheme_index() >= 0).sum()) if cfg.grapheme_loss_weight > 0 else 0
+    n_parts = root_parts()[0].shape[1] if cfg.root_parts_loss_weight > 0 else 0
     model = build_model(ModelConfig(name=cfg.model, pooling=cfg.pooling, dropout=cfg.dropout,
-                                    grapheme_classes=n_graphemes),
+                                    grapheme_classes=n_graphemes, part_classes=n_parts),
                         imagenet_weights=cfg.imagenet_weights)
     _set_bn_momentum(model, cfg.bn_momentum)
     model.to(device)
@@ -277,7 +278,7 @@ def _train(cfg: TrainConfig, resume: dict | None, device: torch.device, run: Pat
     state = TrainState(
         model=model, net=model, optimizer=_optimizer(cfg, model), device=device, peak_lr=cfg.lr,
         loss_fn=MultiHeadLoss(weights=cfg.loss_weights, label_smoothing=cfg.label_smoothing,
-                              grapheme_weight=cfg.grapheme_loss_weight),
+                              grapheme_weight=cfg.grapheme_loss_weight, part_weight=cfg.root_parts_loss_weight),
         augment=BatchAugmenter(cfg.affine_degrees, cfg.affine_scale, cfg.affine_translate, cfg.affine_shear,
                                cfg.cutmix_p, cfg.mixup_p, cfg.mix_alpha, device=device),
         ema=ModelEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,

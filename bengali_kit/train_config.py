@@ -90,6 +90,9 @@ class TrainConfig:
     grapheme_loss_weight: float = _f(0.0, "weight of an auxiliary loss over whole graphemes: a fourth head, used in "
                                      "training only, over the 1,292 real (root, vowel, consonant) triples (0: "
                                      "no such head)", group="loss")
+    root_parts_loss_weight: float = _f(0.0, "weight of an auxiliary loss over the letters each root is written "
+                                       "with: a multi-hot head, used in training only, whose letters recur across "
+                                       "roots (0: no such head)", group="loss")
     label_smoothing: float = _f(0.0, "label smoothing of the cross-entropies", group="loss")
     affine_degrees: float = _f(8.0, "random rotation range in degrees (+-)", group="augmentation")
     affine_scale: tuple = _f((0.9, 1.1), "random scale range (min max)", parse=float, group="augmentation")
@@ -172,6 +175,8 @@ class TrainConfig:
         need(0 <= self.warmup < 1, f"warmup must be in [0, 1), got {self.warmup}")
         need(len(self.loss_weights) == 3, f"loss_weights needs 3 values, got {self.loss_weights}")
         need(self.grapheme_loss_weight >= 0, f"grapheme_loss_weight must be >= 0, got {self.grapheme_loss_weight}")
+        need(self.root_parts_loss_weight >= 0,
+             f"--root-parts-loss-weight must be >= 0, got {self.root_parts_loss_weight}")
         need(len(self.affine_scale) == 2 and 0 < self.affine_scale[0] <= self.affine_scale[1],
              f"affine_scale must be 'min max' with 0 < min <= max, got {self.affine_scale}")
         need(0 <= self.cutmix_p <= 1 and 0 <= self.mixup_p <= 1 and self.cutmix_p + self.mixup_p <= 1,

@@ -142,3 +142,35 @@ def test_synthetic_mix_adds_rendered_graphemes_from_all_valid_triples(real_folde
     assert not torch.equal(src.train_set[85][0], image)
     with pytest.raises(ValueError, match="synthetic-mix"):
         TrainConfig(data_dir="x", synthetic_mix=1.0).validate()
+
+
+def test_root_parts_are_the_letters_of_each_root():
+    from bengali_kit.components import load_class_map, root_parts
+
+    table, letters = root_parts()
+    roots = load_class_map().roots
+    assert table.shape == (168, len(letters)) and "\u09cd" not in letters
+    ka, ssa = letters.index("ক"), letters.index("ষ")
+    kssa = roots.index("ক্ষ")
+    assert set(map(int, table[kssa].nonzero()[0])) == {ka, ssa}
+    assert table[:, ka].sum() > 3  # the letter recurs across roots: what the head can share
+
+
+@pytest.mark.slow
+def test_root_parts_head_trains_and_the_checkpoint_predicts(real_folders, tmp_path):
+    """--root-parts-loss-weight: a multi-hot head over the root's letters trains alongside; the same batches
+    cost about weight x ln 2 more at the start (binary cross-entropy of untrained logits)."""
+    from bengali_kit.evaluation import evaluate
+
+    torch.set_num_threads(2)
+    folders = dict(data_dir=str(real_folders / "train"), val_data_dir=str(real_folders / "val"),
+                   cache_dir=str(tmp_path / "cache"))
+    kw = {**TINY, "cutmix_p": 1.0}  # mixed targets reach the parts head too
+    run = train(TrainConfig(**folders, out_dir=str(tmp_path / "p"), root_parts_loss_weight=1.0, **kw))
+    plain = train(TrainConfig(**folders, out_dir=str(tmp_path / "n"), **kw))
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["model_config"]["part_classes"] == 49 and ck["model"]["part_head.weight"].shape == (49, 512)
+    loss = [float((r / "history.csv").read_text().splitlines()[1].split(",")[2]) for r in (run, plain)]
+    assert 0.4 < loss[0] - loss[1] < 1.0
+    res = evaluate(real_folders / "val", run / "best.pt", all_images=True, progress=False)
+    assert res.n_images == 20 and res.prediction.labels.shape == (20, 3)
