@@ -202,19 +202,24 @@ def test_refuses_to_package_credentials_or_replace_a_non_package(tiny_ckpt, tmp_
 
 
 def test_overwrite_leaves_only_what_the_new_manifest_lists(tiny_ckpt, built, tmp_path):
+    """--overwrite replaces the files the old manifest listed; a file it never listed is a user's: refused,
+    and the package stays as it was."""
     out = tmp_path / "pkg"
     shutil.copytree(built.out_dir, out)
-    (out / "checkpoints" / "old_model.pt").write_bytes(b"stale")
-    (out / "notes.txt").write_text("would be uploaded")
     info = build_package([tiny_ckpt, tiny_ckpt], out, user="someone", slug="bengali-tiny-model",
                          wheel_dir=built.out_dir / "wheels", overwrite=True)
     manifest = json.loads((out / MANIFEST).read_text())
     on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert on_disk == sorted([*manifest["files"], MANIFEST])
-    assert "checkpoints/old_model.pt" not in on_disk and "notes.txt" not in on_disk
     assert [c["file"] for c in manifest["checkpoints"]] == ["checkpoints/0_best.pt", "checkpoints/1_best.pt"]
     assert len([n for n, _ in info.files if n.startswith("wheels/")]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # neither the new build nor the old one left
+    (out / "notes.txt").write_text("a user's notes")
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(DataError, match="notes.txt"):
+        build_package([tiny_ckpt], out, user="someone", slug="bengali-tiny-model",
+                      wheel_dir=built.out_dir / "wheels", overwrite=True)
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_bad_checkpoint_is_refused(tmp_path):
