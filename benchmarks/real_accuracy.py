@@ -100,6 +100,26 @@ def scores_on(folder: Path, checkpoint: str | Path, out: Path) -> dict:
     return json.loads(out.read_text())["scores"]
 
 
+def seen_and_unseen(folders: Path, checkpoint: str | Path, out: Path) -> dict:
+    """``evaluate`` of ``checkpoint`` on ``val/`` (seen triples) with ``--also unseen/``: per-folder scores and
+    the detector's AUROC of telling the two apart."""
+    if not out.is_file():
+        run(["evaluate", "--data", str(folders / "val"), "--also", str(folders / "unseen"), "--checkpoint",
+             str(checkpoint), "--all", "--no-progress", "--worst", "0", "--json", str(out)])
+    return json.loads(out.read_text())
+
+
+def prior_sweep(folders: Path, checkpoint: Path, powers: list[float]) -> dict[str, tuple[float, float]]:
+    """Seen and unseen weighted recall at each class-prior correction k (the network runs once per folder)."""
+    from bengali_kit.evaluation import evaluate, sweep_prior_power
+
+    found = {}
+    for name in ("val", "unseen"):
+        res = evaluate(folders / name, checkpoint, all_images=True, progress=False, prior_power=0.0)
+        found[name] = sweep_prior_power(res.prediction.probabilities, res.y_true, res.prediction.class_prior, powers)
+    return {f"{k:g}": (found["val"][k], found["unseen"][k]) for k in powers}
+
+
 def _finished(out: Path, epochs: int, budget: float) -> bool:
     """Whether the run in ``out`` has trained its ``epochs`` (or spent its ``budget`` seconds)."""
     if not (out / "last.pt").is_file():
@@ -144,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="45: both shared files, 39 train / 5 val per triple, the held-out slice left out "
                          "(default); 5: real_sample_64.npz alone, 4 train / 1 val per triple")
     ap.add_argument("--split-seed", type=int, default=0, help="seed of the split (and of the held-out triples)")
+    ap.add_argument("--prior-sweep", default="", metavar="K,K,...",
+                    help="with --unseen: seen and unseen recall of each trained row at these class-prior "
+                         "corrections k (argmax of p / count**k), e.g. 0,0.25,0.5,0.75,1")
     ap.add_argument("--train-per-triple", type=int, default=None,
                     help="train on this many crops of each triple (subsets of the 39; same validation crops)")
     args = ap.parse_args(argv)
@@ -174,11 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         rows.append({"name": "(c) synthetic only", "run": None, "seconds": time.perf_counter() - t,
                      "scores": scores_on(folders / "val", args.init, runs / f"c-{Path(args.init).stem}-val.json")})
-    if args.unseen:  # every row's checkpoint on the held-out triples as well
+    if args.unseen:  # every row's checkpoint on the held-out triples as well, and the unseen-image detector
         for r in rows:
             ck = Path(r["run"]) / "best.pt" if r.get("run") else Path(args.init)
             name = Path(r["run"]).name if r.get("run") else f"c-{ck.stem}"
-            r["unseen_scores"] = scores_on(folders / "unseen", ck, runs / f"{name}-unseen.json")
+            both = seen_and_unseen(folders, ck, runs / f"{name}-seen-unseen.json")
+            r["unseen_scores"], r["detector"] = both["folders"][str(folders / "unseen")]["scores"], both["detector"]
+            if args.prior_sweep and r.get("run"):
+                r["prior_sweep"] = prior_sweep(folders, ck, [float(k) for k in args.prior_sweep.split(",")])
     print(f"\n{'':<34} weighted  root    vowel   consonant  seconds")
     for r in rows:
         for label, key in (("", "scores"), ("  unseen triples", "unseen_scores")):
@@ -186,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
                 s = r[key]
                 print(f"{r['name'] + label:<34} {s['weighted']:.4f}   " + "  ".join(f"{s[c]:.4f}" for c in COMPONENTS)
                       + f"   {r['seconds']:7.0f}")
+        if r.get("detector"):
+            d = r["detector"]
+            print(f"{'  detector AUROC':<34} confidence {d['auroc_confidence']:.4f}, "
+                  f"predicted triple {d['auroc_predicted_triple']:.4f}")
+        for k, (seen, unseen) in r.get("prior_sweep", {}).items():
+            print(f"{'  prior k=' + k:<34} seen {seen:.4f}, unseen {unseen:.4f}")
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "results.jsonl", "a") as fh:
         for r in rows:
