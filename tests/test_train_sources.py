@@ -23,6 +23,19 @@ def real_folders(real_slice_npz, tmp_path_factory):
     return out
 
 
+def _with_and_without_head(real_folders, tmp_path, **head) -> tuple:
+    """Two tiny runs on the same batches, with and without a training-only head (cutmix on, so mixed targets
+    reach it); their run folders and how much more the first epoch's loss was with the head."""
+    torch.set_num_threads(2)
+    folders = dict(data_dir=str(real_folders / "train"), val_data_dir=str(real_folders / "val"),
+                   cache_dir=str(tmp_path / "cache"))
+    kw = {**TINY, "cutmix_p": 1.0}
+    run = train(TrainConfig(**folders, out_dir=str(tmp_path / "with"), **head, **kw))
+    plain = train(TrainConfig(**folders, out_dir=str(tmp_path / "without"), **kw))
+    loss = [float((r / "history.csv").read_text().splitlines()[1].split(",")[2]) for r in (run, plain)]
+    return run, plain, loss[0] - loss[1]
+
+
 @pytest.mark.slow
 def test_val_data_then_init_with_head_warmup(real_folders, tmp_path):
     torch.set_num_threads(2)
@@ -51,18 +64,12 @@ def test_grapheme_head_trains_and_the_checkpoint_predicts(real_folders, tmp_path
     from bengali_kit.cli import main
     from bengali_kit.evaluation import evaluate
 
-    torch.set_num_threads(2)
-    folders = dict(data_dir=str(real_folders / "train"), val_data_dir=str(real_folders / "val"),
-                   cache_dir=str(tmp_path / "cache"))
-    kw = {**TINY, "cutmix_p": 1.0}  # mixed targets reach the grapheme head too
-    run = train(TrainConfig(**folders, out_dir=str(tmp_path / "g"), grapheme_loss_weight=0.5, **kw))
-    plain = train(TrainConfig(**folders, out_dir=str(tmp_path / "p"), **kw))
+    run, plain, extra_loss = _with_and_without_head(real_folders, tmp_path, grapheme_loss_weight=0.5)
     ck = load_checkpoint(run / "last.pt")
     assert ck["model_config"]["grapheme_classes"] == 1292 and ck["model"]["grapheme_head.weight"].shape == (1292, 512)
     assert "grapheme_head.weight" not in load_checkpoint(plain / "last.pt")["model"]
     # the same batches and weights, plus 0.5 x a 1,292-way cross-entropy (about ln 1292 = 7.2 at the start)
-    loss = [float((r / "history.csv").read_text().splitlines()[1].split(",")[2]) for r in (run, plain)]
-    assert 2.5 < loss[0] - loss[1] < 4.5
+    assert 2.5 < extra_loss < 4.5
     res = evaluate(real_folders / "val", run / "best.pt", all_images=True, progress=False)
     assert res.n_images == 20 and res.prediction.labels.shape == (20, 3)
     assert main(["train", "--data", str(real_folders / "train"), "--val-data", str(real_folders / "val"),
@@ -162,15 +169,9 @@ def test_root_parts_head_trains_and_the_checkpoint_predicts(real_folders, tmp_pa
     cost about weight x ln 2 more at the start (binary cross-entropy of untrained logits)."""
     from bengali_kit.evaluation import evaluate
 
-    torch.set_num_threads(2)
-    folders = dict(data_dir=str(real_folders / "train"), val_data_dir=str(real_folders / "val"),
-                   cache_dir=str(tmp_path / "cache"))
-    kw = {**TINY, "cutmix_p": 1.0}  # mixed targets reach the parts head too
-    run = train(TrainConfig(**folders, out_dir=str(tmp_path / "p"), root_parts_loss_weight=1.0, **kw))
-    plain = train(TrainConfig(**folders, out_dir=str(tmp_path / "n"), **kw))
+    run, _, extra_loss = _with_and_without_head(real_folders, tmp_path, root_parts_loss_weight=1.0)
     ck = load_checkpoint(run / "last.pt")
     assert ck["model_config"]["part_classes"] == 49 and ck["model"]["part_head.weight"].shape == (49, 512)
-    loss = [float((r / "history.csv").read_text().splitlines()[1].split(",")[2]) for r in (run, plain)]
-    assert 0.4 < loss[0] - loss[1] < 1.0
+    assert 0.4 < extra_loss < 1.0
     res = evaluate(real_folders / "val", run / "best.pt", all_images=True, progress=False)
     assert res.n_images == 20 and res.prediction.labels.shape == (20, 3)
