@@ -29,7 +29,7 @@ from .components import COMPONENTS, N_CLASSES
 from .data import count_images, image_parquets, iter_image_batches
 from .device import resolve_device
 from .errors import DataError
-from .model import load_model, model_input
+from .model import BengaliNet, load_model, model_input
 from .preprocess import CropParams, crop_resize_batch, iter_preprocessed
 from .priors import checkpoint_class_counts, log_prior, prior_corrected_labels, resolve_prior_power
 from .speed import fold_batch_norm, fold_static_padding
@@ -126,11 +126,13 @@ def _load_groups(checkpoints: Sequence[str | Path], device: torch.device) -> lis
 def fast_for_inference(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` made faster to run, not different: efficientnet's symmetric padding moved into its convs,
     batch norms folded into the layers before them (benchmarks/README.md, "CPU throughput"), channels_last
-    (faster on CUDA and on the CPU). A model of another shape runs unfolded."""
-    try:
-        model = fold_batch_norm(fold_static_padding(model))
-    except ValueError as err:  # a layout the folds do not know: exactness first
-        log.debug("inference runs unfolded: %s", err)
+    (faster on CUDA and on the CPU). Another kind of model, or one of a layout the folds do not know, runs
+    as it is."""
+    if isinstance(model, BengaliNet):
+        try:
+            model = fold_batch_norm(fold_static_padding(model))
+        except ValueError as err:  # exactness first
+            log.debug("inference runs unfolded: %s", err)
     return model.to(memory_format=torch.channels_last)
 
 
