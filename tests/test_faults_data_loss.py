@@ -204,8 +204,9 @@ def test_train_overwrite_refuses_a_folder_that_is_no_run(d, tmp_path):
 # ---------------------------------------------------------------- rule 3: one writer per run folder / cache
 def test_second_train_into_the_same_run_folder_is_refused_at_once(d, tmp_path):
     out = tmp_path / "r"
-    first = _start("train", "--data", d, "--out", out, "--size", "32", "--epochs", "50", "--batch-size", "8",
-                   "--no-progress", "--preprocess-workers", "1")
+    # an epoch of 100,000 rendered batches: the first run cannot reach its first checkpoint during the test
+    first = _start("train", "--synthetic-stream", "--steps-per-epoch", "100000", "--out", out, "--size", "32",
+                   "--epochs", "1", "--batch-size", "8", "--no-progress")
     try:
         _wait_for(lambda: (out / "config.json").exists(), first)
         second = run_cli("train", "--data", d, "--out", out, *T)
