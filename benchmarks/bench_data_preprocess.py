@@ -1,4 +1,4 @@
-"""Benchmark: reading an image parquet, and crop/resize, against the common kernel ways (issue 3 §7).
+"""Benchmark: reading an image parquet, and crop/resize, against the common kernel ways.
 
     python benchmarks/bench_data_preprocess.py                      # full size: 50,210 synthetic rows
     python benchmarks/bench_data_preprocess.py --rows 8192          # quicker

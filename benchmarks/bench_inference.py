@@ -1,5 +1,5 @@
 """Benchmark: inference end to end (test parquet -> submission.csv) on this machine, and the figures
-needed to estimate a Kaggle GPU kernel's time on the ~200k hidden test images (issue 5 §4).
+needed to estimate a Kaggle GPU kernel's time on the ~200k hidden test images.
 
     python benchmarks/bench_inference.py                          # 50,210-row stream, 2,048-row e2e
     python benchmarks/bench_inference.py --rows 512 --stream-rows 8192 --threads 2   # quicker

@@ -11,7 +11,7 @@ Measures, each configuration in its own subprocess (clean peak memory):
 - peak resident memory of each subprocess (VmHWM from /proc/self/status; ru_maxrss as a fallback).
 
 With ``--levers`` it measures instead the speed levers against today's default (b0, 96 px, batch 64,
-channels_last, float32 eager, 2 threads; issue 26 §1), all in one process, interleaved (A B C ... C B A,
+channels_last, float32 eager, 2 threads), all in one process, interleaved (A B C ... C B A,
 ``--repeats`` rounds, median): the training step (``engine.train_step``: augmentation, forward, loss,
 backward, AdamW) and inference (``prediction._run_models``, the model call of ``predict``), each lever alone
 and stacked: ``torch.compile`` (first-call seconds reported apart), bfloat16 autocast (inference; training
@@ -128,7 +128,7 @@ def run_in_subprocess(spec: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-# ---------------------------------------------------------------- levers against today's default (issue 26 §1)
+# ---------------------------------------------------------------- levers against today's default
 #: Tolerances of the correctness checks (each lever's output against float32 eager, the real checkpoint).
 FOLD_TOL = 1e-4  # batch-norm or padding folding: max |prob difference| (exact in float32 up to rounding)
 COMPILE_TOL = 1e-4  # torch.compile inference: max |prob difference|
@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--one-interop", help=argparse.SUPPRESS)
     ap.add_argument("--levers", action="store_true",
-                    help="the speed levers against today's default (issue 26 §1) instead of the seed comparison")
+                    help="the speed levers against today's default instead of the seed comparison")
     ap.add_argument("--quick", action="store_true", help="--levers at toy size, in well under a minute")
     ap.add_argument("--repeats", type=int, default=5, help="--levers: timed rounds (median reported)")
     ap.add_argument("--compile-backend", help="--levers: torch.compile backend (default inductor; --quick: eager)")

@@ -1,4 +1,4 @@
-"""GPU check (issue 26 §2): every CUDA path of the kit measured in at most 8 minutes on one GPU.
+"""GPU check: every CUDA path of the kit measured in at most 8 minutes on one GPU.
 
 Here, with no GPU (builds the wheels the GPU machine may lack, then proves every step still runs)::
 

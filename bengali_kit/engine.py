@@ -88,7 +88,7 @@ class Schedule:
 
 
 class Clock:
-    """Seconds of training: those of earlier sessions (resume) plus this process's since ``start()``."""
+    """Seconds of training: those of earlier sessions (resume) plus this process's since the clock was made."""
 
     def __init__(self, before: float = 0.0):
         self.before, self._t0 = float(before), time.perf_counter()

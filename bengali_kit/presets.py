@@ -6,8 +6,8 @@
   epochs), the base of ``benchmarks/real_accuracy.py``'s knob table. ``weights/real-b0-64.pt`` is this with
   ``--size 96 --time-budget 3500``: the recipe within 60 minutes of a 2-core CPU (there 52 epochs of the 4/1
   split's 5,168 crops, 44 of all 6,460).
-- ``kaggle``: the real competition data on a Kaggle GPU (T4 or P100): efficientnet-b3 at 128 px, batch 128,
-  40 epochs of AdamW one-cycle, GeM, label smoothing, cutmix, an EMA of the weights.
+- ``kaggle``: the real competition data on a Kaggle T4 (a P100 falls back to the CPU, README): efficientnet-b3
+  at 128 px, batch 128, 40 epochs of AdamW one-cycle, GeM, label smoothing, cutmix, an EMA of the weights.
 - ``kaggle-pretrain``: the optional first stage of ``kaggle``: the same model on the synthetic stream (no data
   folder needed); then ``--preset kaggle --init <that run>/last.pt``.
 """

@@ -4,7 +4,7 @@ Training records in its checkpoints how many training images of each class the m
 (``class_counts``: three int lists, one per head) and which (root, vowel, consonant) triples they held
 (``train_triples``: sorted ``[r, v, c]`` rows). A model trained on skewed classes favours the frequent ones;
 ``prior_power`` k (``ck["inference"]["prior_power"]``, 0 = plain argmax) predicts each head's
-argmax of ``log p - k * log(count)``, i.e. of ``p / count**k`` (issue 28 §2). The triples tell an image of a
+argmax of ``log p - k * log(count)``, i.e. of ``p / count**k``. The triples tell an image of a
 combination the model never trained on from one it did (the unseen-image detector of ``evaluate``).
 """
 from __future__ import annotations

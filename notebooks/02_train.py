@@ -47,11 +47,11 @@ INIT = "auto"  # starting weights: "auto" -> weights/synth-b0-64.pt; None -> fro
 WORK_DIR = os.environ.get("BENGALI_KIT_NB_WORK", "work")  # cache and run folder go here
 RUN_NAME = "run"  # the run folder is WORK_DIR/RUN_NAME (03_inference looks there for best.pt)
 PRESET = "cpu-real"  # named settings (bengali_kit.presets); the values below win over it
-IMAGE_SIZE = 64  # a multiple of 32; the shipped weights are 64 px
+IMAGE_SIZE = 64  # a multiple of 32; the fine-tune is short, so the small size (the shipped real model reads 96)
 EPOCHS = int(os.environ.get("BENGALI_KIT_NB_EPOCHS", "4"))
-# A few dozen steps: AdamW. The preset's LARS (lr 3) wins a full fine-tune (0.759 against 0.682 at 30 epochs of
-# 5,168 crops) but its large steps first shake the pretrained weights: at this notebook's 28 steps it ended at
-# 0.36 against AdamW's 0.47. None takes the preset's values.
+# A few dozen steps: AdamW. The preset's LARS (lr 3) wins a full fine-tune but its large steps first shake the
+# pretrained weights, so a short one does better with AdamW (benchmarks/README.md, knob table). None takes the
+# preset's values.
 OPTIMIZER, LR, WEIGHT_DECAY = "adamw", 2e-3, 0.01
 BATCH_SIZE = 64
 MAX_STEPS = None  # cap on steps per epoch (None: whole epochs)
