@@ -64,16 +64,8 @@ class MultiHeadLoss(nn.Module):
         if self._root_parts is None:
             raise ValueError("this loss has no parts head (part_weight is 0)")
         table = self._root_parts.to(logits.device)
-
-        def bce(labels: torch.Tensor) -> torch.Tensor:
-            return F.binary_cross_entropy_with_logits(logits.float(), table[labels[:, 0]], reduction="none").mean(1)
-
-        if isinstance(targets, MixedTargets):
-            lam = targets.lam
-            if isinstance(lam, torch.Tensor):
-                lam = lam.to(device=logits.device, dtype=torch.float32)
-            return (lam * bce(targets.y_a) + (1 - lam) * bce(targets.y_b)).mean()
-        return bce(targets).mean()
+        return self._mixed_mean(targets, logits.device, lambda labels: F.binary_cross_entropy_with_logits(
+            logits.float(), table[labels[:, 0]], reduction="none").mean(1))
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # Per-sample losses in float32 (logits may be float16 under AMP); -100 targets give 0.
@@ -87,16 +79,21 @@ class MultiHeadLoss(nn.Module):
             self._grapheme_index = self._grapheme_index.to(labels.device)
         return self._grapheme_index[triple_codes(labels)]
 
-    def _batch_ce(self, logits: torch.Tensor, targets: torch.Tensor | MixedTargets,
-                  target_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Cross-entropy of ``logits`` against ``target_of(labels)``, mixed for MixedTargets; batch mean."""
+    @staticmethod
+    def _mixed_mean(targets: torch.Tensor | MixedTargets, device: torch.device,
+                    per_sample: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Batch mean of ``per_sample(labels)``, mixed by ``lam`` between the two label sets of MixedTargets."""
         if isinstance(targets, MixedTargets):
             lam = targets.lam
             if isinstance(lam, torch.Tensor):
-                lam = lam.to(device=logits.device, dtype=torch.float32)
-            return (lam * self._ce(logits, target_of(targets.y_a))
-                    + (1 - lam) * self._ce(logits, target_of(targets.y_b))).mean()
-        return self._ce(logits, target_of(targets)).mean()
+                lam = lam.to(device=device, dtype=torch.float32)
+            return (lam * per_sample(targets.y_a) + (1 - lam) * per_sample(targets.y_b)).mean()
+        return per_sample(targets).mean()
+
+    def _batch_ce(self, logits: torch.Tensor, targets: torch.Tensor | MixedTargets,
+                  target_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy of ``logits`` against ``target_of(labels)``, mixed for MixedTargets; batch mean."""
+        return self._mixed_mean(targets, logits.device, lambda labels: self._ce(logits, target_of(labels)))
 
     def per_head(self, logits: Sequence[torch.Tensor], targets: torch.Tensor | MixedTargets) -> list[torch.Tensor]:
         """The three (mixed) cross-entropies, each averaged over the batch."""
