@@ -40,7 +40,8 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
                    help="rendering processes (default: one per CPU core, at most 3, for folders over 4,096 "
                         "images); never changes the output")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the competition files of a non-empty folder, all of them (other files are kept)")
+                   help="replace the files an earlier synth or import-crops wrote there, as its .bengali_kit.json "
+                        "lists them (other files are kept; a folder of competition files without one is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -303,7 +304,8 @@ def _add_import_crops(p: argparse.ArgumentParser) -> None:
                         "consonant stays in train/): graphemes the model never trains on, as in Kaggle's private "
                         "test set")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace train/, val/ (and unseen/) of a non-empty folder whole (other files are kept)")
+                   help="replace the files an earlier import-crops or synth wrote there, as its .bengali_kit.json "
+                        "lists them (other files are kept; a folder of competition files without one is refused)")
 
 
 def _run_import_crops(args: argparse.Namespace) -> int:

@@ -326,10 +326,10 @@ def import_crops(npz_path: str | Path | Sequence[str | Path], out_dir: str | Pat
     ``val/train.csv`` labels the validation images, so ``evaluate --all`` on ``val/`` scores all of them;
     the test split of both folders is the validation images, answer key in ``test_labels.csv``. With
     ``val_per_triple=0`` every crop goes to ``train/`` (to train a model on all of them), no ``val/`` is written
-    and ``train/``'s test split is its own images. A non-empty
-    ``out_dir`` is refused unless ``overwrite``, which replaces ``train/`` and ``val/`` whole (other entries
-    are kept); a failure or interruption leaves ``out_dir`` as it was. Bad input raises ``DataError``
-    naming the file, bad arguments ``ValueError``.
+    and ``train/``'s test split is its own images. A non-empty ``out_dir`` is refused unless ``overwrite``,
+    which replaces the files an earlier import wrote there (``synthetic.folder.write_folders``: its manifest
+    lists them; a user's files are kept). A failure or interruption leaves ``out_dir`` as it was. Bad input
+    raises ``DataError`` naming the file, bad arguments ``ValueError``.
     """
     if isinstance(files, bool) or not isinstance(files, (int, np.integer)) or files < 1:
         raise ValueError(f"files must be an integer >= 1, got {files!r}")
@@ -358,7 +358,7 @@ def import_crops(npz_path: str | Path | Sequence[str | Path], out_dir: str | Pat
             labels, key = _folder_frames(part, parts[test])
             write_competition_files(tmp / name, labels, key, frames[name], frames[test], files)
 
-    out = write_folders(out_dir, overwrite, write, owned=lambda name: name in ("train", "val", "unseen"))
+    out = write_folders(out_dir, overwrite, write)
     n_triples = len(np.unique(triple_codes(crops.labels)))
     unseen = parts.get("unseen")
     val = parts.get("val")

@@ -23,6 +23,7 @@ from test_faults import REPO, assert_one_line_error, run_cli, stderr_lines
 from bengali_kit.files import temp_prefix
 from bengali_kit.kaggle import MANIFEST
 from bengali_kit.model import ModelConfig, build_model, save_checkpoint
+from bengali_kit.synthetic import FOLDER_MANIFEST
 
 pytestmark = pytest.mark.slow  # each case starts the real command (~3 s of CPU)
 
@@ -188,6 +189,43 @@ def test_import_crops_overwrite_keeps_a_users_file_inside_train(real_slice_npz, 
     assert proc.returncode == 0, proc.stderr
     assert (out / "train" / "notes.txt").read_text() == "mine"
     assert (out / "train" / "train.csv").is_file() and not _hidden(tmp_path)
+
+
+SYNTH = ("--train-rows", "16", "--test-rows", "4", "--no-progress")
+
+
+@pytest.mark.parametrize("command", ["synth", "import-crops"])
+def test_overwrite_refuses_competition_files_the_kit_did_not_write(command, d, real_slice_npz, tmp_path):
+    """The real competition folder has the same file names as the kit's: without a manifest, none is replaced."""
+    real = tmp_path / "real"
+    shutil.copytree(d, real)
+    (real / FOLDER_MANIFEST).unlink()
+    before = _snapshot(real)
+    args = ("synth", real, *SYNTH) if command == "synth" else ("import-crops", real_slice_npz, real, "--limit", "40")
+    assert_one_line_error(run_cli(*args, "--overwrite"), real, contains=["did not write", "another folder"])
+    assert _snapshot(real) == before and not _hidden(tmp_path)
+
+
+def test_overwrite_refuses_a_users_file_with_a_name_the_kit_writes(tmp_path):
+    out = tmp_path / "s"
+    assert run_cli("synth", out, *SYNTH, "--files", "1").returncode == 0
+    (out / "test_image_data_1.parquet").write_text("mine, named like a competition file")
+    before = _snapshot(out)
+    proc = run_cli("synth", out, *SYNTH, "--files", "2", "--overwrite")
+    assert_one_line_error(proc, out / "test_image_data_1.parquet", contains=["not a file the kit wrote"])
+    assert _snapshot(out) == before and not _hidden(tmp_path)
+
+
+def test_import_crops_overwrite_drops_the_kits_old_folder_and_keeps_the_users(real_slice_npz, tmp_path):
+    out = tmp_path / "o"
+    assert run_cli("import-crops", real_slice_npz, out, "--limit", "60", "--files", "1",
+                   "--unseen-fraction", "0.3").returncode == 0
+    (out / "val" / "notes.txt").write_text("mine")
+    proc = run_cli("import-crops", real_slice_npz, out, "--limit", "60", "--files", "1", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "unseen").exists()  # the kit's, listed in its manifest: no stale split survives
+    assert (out / "val" / "notes.txt").read_text() == "mine"
+    assert "val/notes.txt" not in json.loads((out / FOLDER_MANIFEST).read_text())["files"]
 
 
 def test_train_overwrite_refuses_a_folder_that_is_no_run(d, tmp_path):

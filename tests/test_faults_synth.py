@@ -55,7 +55,8 @@ def test_synth_overwrite_with_fewer_files_replaces_the_whole_set(tmp_path):
     proc = run_cli("synth", d, *TINY, "--files", "1", "--seed", "1", "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert _files(d) == {"train.csv", "train_image_data_0.parquet", "test.csv", "test_image_data_0.parquet",
-                         "class_map.csv", "sample_submission.csv", "test_labels.csv", "notes.txt"}
+                         "class_map.csv", "sample_submission.csv", "test_labels.csv", "notes.txt",
+                         ".bengali_kit.json"}
     assert (d / "notes.txt").read_text() == "mine"  # not a competition file: kept
     train = pd.read_csv(d / "train.csv")
     assert read_images(d / "train_image_data_0.parquet").ids.tolist() == train.image_id.tolist()

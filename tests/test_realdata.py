@@ -114,7 +114,7 @@ def test_import_overwrite_replaces_train_and_val_whole(npz, tmp_path):
     (out / "notes.txt").write_text("mine")
     (out / "train" / "stale.txt").write_text("inside a folder the kit owns")
     assert main(["import-crops", str(npz), str(out), "--limit", "40", "--files", "1", "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "train", "val"]
+    assert sorted(p.name for p in out.iterdir()) == [".bengali_kit.json", "notes.txt", "train", "val"]
     assert (out / "notes.txt").read_text() == "mine"
     competition = {"train.csv", "train_image_data_0.parquet", "test.csv", "test_image_data_0.parquet",
                    "class_map.csv", "sample_submission.csv", "test_labels.csv"}
@@ -171,7 +171,7 @@ def test_val_per_triple_zero_puts_every_crop_in_train(real_slice_npz, tmp_path, 
                "--limit", "100", "--files", "1"])
     assert rc == 0
     assert "100 crops of 20 triples: 100 -> " in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["train"]
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [".bengali_kit.json", "train"]
     train = read_train_csv(tmp_path / "all" / "train" / "train.csv")
     key = pd.read_csv(tmp_path / "all" / "train" / "test_labels.csv")
     test = read_test_csv(tmp_path / "all" / "train" / "test.csv")

@@ -50,8 +50,9 @@ def train_images(synth_dir):
     return np.concatenate([p.ids for p in parts]), np.concatenate([p.images for p in parts])
 
 
-def test_folder_has_exactly_the_competition_files(synth_dir):
-    assert {p.name for p in synth_dir.iterdir()} == COMPETITION_FILES
+def test_folder_has_exactly_the_competition_files_and_their_manifest(synth_dir):
+    assert {p.name for p in synth_dir.iterdir()} == COMPETITION_FILES | {synthetic.FOLDER_MANIFEST}
+    assert synthetic.kit_written_files(synth_dir) == COMPETITION_FILES
 
 
 def test_csv_layouts_match_the_real_files(synth_dir, reference_dir):

@@ -4,7 +4,7 @@
 competition-folder writer, also used by ``import-crops``) and ``generate`` (synthetic competition folders)."""
 from __future__ import annotations
 
-from .folder import TEST_COMPONENT_ORDER, write_competition_files, write_folders
+from .folder import FOLDER_MANIFEST, TEST_COMPONENT_ORDER, kit_written_files, write_competition_files, write_folders
 from .fonts import (
     EXCLUDED_FONTS,
     FONT_DIRS,
@@ -22,6 +22,7 @@ from .stream import StreamConfig, SyntheticGraphemes
 __all__ = [
     "FONT_DIRS", "EXCLUDED_FONTS", "HOLDOUT_FONT_PREFIXES", "INSTALL_HINT", "find_bengali_fonts", "split_fonts",
     "GraphemeRenderer", "thin", "HandwritingParams", "handwrite", "LabelSampler", "novel_triples", "sample_labels",
-    "StreamConfig", "SyntheticGraphemes", "TEST_COMPONENT_ORDER", "write_competition_files", "write_folders",
+    "StreamConfig", "SyntheticGraphemes", "FOLDER_MANIFEST", "TEST_COMPONENT_ORDER", "kit_written_files",
+    "write_competition_files", "write_folders",
     "write_competition_folder",
 ]

@@ -5,12 +5,16 @@ in the real component order), ``test_image_data_{k}.parquet``, ``class_map.csv``
 and ``test_labels.csv`` (the answer key of the test images). ``synth`` and ``import-crops`` both write
 through :func:`write_folders`: the files go into a temporary folder beside the target, renamed into place
 at the end (with ``overwrite``: swapped for the old folder whole), so an interrupted or failed run leaves
-either the old folder or nothing, never a mix, and no stale parquet of an earlier run survives. Files of
-the old folder that the writer does not own (a user's notes, a cache folder) are carried over, also from
-inside a folder it owns (import-crops' ``train/``): an overwrite replaces only the files the writer makes.
+either the old folder or nothing, never a mix, and no stale parquet of an earlier run survives.
+
+Every folder written here carries a manifest, ``.bengali_kit.json``, listing the files the writer made.
+``overwrite`` replaces only the files a valid manifest lists: anything else there (a user's notes, a cache
+folder) is carried over. A folder with competition files but no manifest, such as the real competition
+data, is refused, because names alone cannot tell the kit's ``train.csv`` from a user's.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -23,8 +27,11 @@ from ..data import INCOMPLETE_MARKER, write_image_parquet
 from ..errors import DataError
 from ..files import atomic_folder, atomic_write_bytes, atomic_write_text, copy_tree_linked, os_problem
 
-__all__ = ["TEST_COMPONENT_ORDER", "file_slices", "test_csv", "is_competition_file", "write_competition_files",
-           "write_folders"]
+__all__ = ["FOLDER_MANIFEST", "TEST_COMPONENT_ORDER", "file_slices", "test_csv", "is_competition_file",
+           "kit_written_files", "write_competition_files", "write_folders"]
+
+#: The manifest of a folder the kit wrote: which files are the kit's (what an ``overwrite`` may replace).
+FOLDER_MANIFEST = ".bengali_kit.json"
 
 #: Test rows per image, in the real test.csv order.
 TEST_COMPONENT_ORDER: tuple[str, ...] = ("consonant_diacritic", "grapheme_root", "vowel_diacritic")
@@ -123,44 +130,76 @@ def _counted(batches: Iterable[np.ndarray], on_images: Callable[[int], None] | N
             on_images(len(batch))
 
 
-def _kit_file(name: str) -> bool:
-    """A file the writer makes inside a competition folder (what an overwrite may replace there)."""
-    return is_competition_file(name) or name == INCOMPLETE_MARKER
+def _files_under(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
 
-def _carry_over(old: Path, new: Path, owned: Callable[[str], bool]) -> None:
-    """Give ``new`` the entries of ``old`` the writer does not own (hard links where possible).
+def kit_written_files(folder: str | Path) -> set[str] | None:
+    """The files (paths relative to ``folder``) its manifest says the kit wrote; None without a valid manifest."""
+    try:
+        data = json.loads((Path(folder) / FOLDER_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = data.get("files") if isinstance(data, dict) else None
+    if data.get("writer") != "bengali_kit" or not isinstance(files, list) \
+            or not all(isinstance(f, str) for f in files):
+        return None
+    return set(files)
 
-    Inside a folder the writer owns (import-crops' ``train/``), only the competition files are its own:
-    anything else there (a user's notes, a cache) is carried over too, never deleted.
+
+def _carry_over(old: Path, new: Path, kits: set[str], prefix: str = "") -> None:
+    """Give ``new`` every entry of ``old`` that is not a file of ``kits`` (hard links where possible).
+
+    A user's file whose name the new folder also uses is refused (one line), never replaced.
     """
     for entry in old.iterdir():
+        rel = prefix + entry.name
         target = new / entry.name
-        if owned(entry.name):
-            if entry.is_dir() and not entry.is_symlink() and any(not _kit_file(e.name) for e in entry.iterdir()):
-                target.mkdir(exist_ok=True)
-                _carry_over(entry, target, _kit_file)
+        if rel == FOLDER_MANIFEST or rel in kits:
             continue
-        if not target.exists() and not target.is_symlink():
+        if entry.is_dir() and not entry.is_symlink() and any(k.startswith(rel + "/") for k in kits):
+            made = not target.exists() and not target.is_symlink()
+            if made:
+                target.mkdir()
+            if target.is_dir() and not target.is_symlink():
+                _carry_over(entry, target, kits, rel + "/")
+                if made and not any(target.iterdir()):  # nothing of the user's in it: the kit's folder goes
+                    target.rmdir()
+                continue
+        elif not target.exists() and not target.is_symlink():
             copy_tree_linked(entry, target)
+            continue
+        raise DataError(entry, "is not a file the kit wrote, and the new folder has one of that name: "
+                               "move it away first")
 
 
-def write_folders(out_dir: str | Path, overwrite: bool, write: Callable[[Path], None],
-                  owned: Callable[[str], bool] = is_competition_file) -> Path:
+def write_folders(out_dir: str | Path, overwrite: bool, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp)`` on a temporary folder beside ``out_dir``, then rename it into place; returns ``out_dir``.
 
-    A non-empty ``out_dir`` is refused unless ``overwrite``; with it, the old folder is replaced as a whole,
-    except that its entries ``owned`` says the writer does not own are carried over. On any error or
-    interruption the temporary folder is removed and ``out_dir`` is left as it was. A DataError about a
-    file of the temporary folder names the file as it would be in ``out_dir``.
+    A non-empty ``out_dir`` is refused unless ``overwrite``. With it, the files the old folder's manifest lists
+    are replaced and every other file is carried over; a folder holding competition files but no manifest is
+    refused before any work, and a user's file whose name the writer also uses is refused, never replaced.
+    On any error or interruption the temporary folder is removed and ``out_dir`` is left as it was. A
+    DataError about a file of the temporary folder names the file as it would be in ``out_dir``.
     """
     out = Path(out_dir)
+    kits: set[str] = set()
+    if overwrite and out.is_dir() and any(out.iterdir()):
+        listed = kit_written_files(out)
+        if listed is None and any(is_competition_file(Path(f).name) for f in _files_under(out)):
+            # checked before any work: names alone cannot tell the kit's train.csv from the real one
+            raise DataError(out, f"holds competition files the kit did not write (no valid {FOLDER_MANIFEST}), "
+                                 "so --overwrite will not replace them: choose another folder")
+        kits = listed or set()
     tmp: Path | None = None
     try:
         with atomic_folder(out, overwrite=overwrite) as tmp:
             write(tmp)
+            written = _files_under(tmp)
             if overwrite and out.is_dir():
-                _carry_over(out, tmp, owned)
+                _carry_over(out, tmp, kits)
+            atomic_write_text(tmp / FOLDER_MANIFEST, json.dumps({"writer": "bengali_kit", "files": written},
+                                                                indent=1) + "\n")
     except DataError as err:
         if tmp is not None and err.path.is_relative_to(tmp):
             raise DataError(out / err.path.relative_to(tmp), err.problem) from None
