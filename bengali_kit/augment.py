@@ -1,4 +1,4 @@
-"""Batch augmentation as torch ops on the device: random affine, cutmix and mixup.
+"""Batch augmentation as torch ops on the device: random affine, random erasing, cutmix and mixup.
 
 Images are float tensors (B, 1, H, W) in [0, 1] with bright ink on a black background (the preprocessed
 cache / 255), so the affine fills uncovered pixels with 0 (background). Randomness comes only from an
@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from .losses import MixedTargets
 
-__all__ = ["affine_matrices", "apply_affine", "random_affine", "cutmix", "mixup", "BatchAugmenter"]
+__all__ = ["affine_matrices", "apply_affine", "random_affine", "random_erasing", "cutmix", "mixup",
+           "BatchAugmenter"]
 
 
 def _uniform(n: int, lo: float, hi: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -77,6 +78,32 @@ def random_affine(x: torch.Tensor, degrees: float = 0.0, scale: Sequence[float] 
     return apply_affine(x, theta)
 
 
+def random_erasing(x: torch.Tensor, p: float, area: Sequence[float] = (0.02, 0.25), max_aspect: float = 3.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Blank one random box of each image of ``x`` (B, C, H, W) with probability ``p`` (RandomErasing).
+
+    The box covers ``area`` (min max) of the image, with an aspect ratio between 1/``max_aspect`` and
+    ``max_aspect``; it is filled with background (0), so strokes under it vanish and the labels stay: a
+    root must then be read from the strokes that are left, not from the combination it usually comes in.
+    """
+    if p <= 0:
+        return x
+    b, _, h, w = x.shape
+    device = x.device
+    box_area = _uniform(b, area[0], area[1], generator, device) * h * w
+    aspect = torch.exp(_uniform(b, -math.log(max_aspect), math.log(max_aspect), generator, device))
+    box_h = (box_area * aspect).sqrt().clamp(1, h)
+    box_w = (box_area / aspect).sqrt().clamp(1, w)
+    top = torch.rand(b, generator=generator, device=device) * (h - box_h)
+    left = torch.rand(b, generator=generator, device=device) * (w - box_w)
+    chosen = torch.rand(b, generator=generator, device=device) < p
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    inside = ((rows >= top.view(b, 1, 1)) & (rows < (top + box_h).view(b, 1, 1))
+              & (cols >= left.view(b, 1, 1)) & (cols < (left + box_w).view(b, 1, 1)) & chosen.view(b, 1, 1))
+    return x.masked_fill(inside.unsqueeze(1), 0)
+
+
 def _mixed_targets(y_a: torch.Tensor, y_b: torch.Tensor, lam: float):
     return MixedTargets(y_a, y_b, float(lam))
 
@@ -115,7 +142,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Gener
 
 
 class BatchAugmenter:
-    """Augments a training batch on its device: random affine, then cutmix OR mixup OR neither.
+    """Augments a training batch on its device: random affine, random erasing, then cutmix OR mixup OR neither.
 
     ``reseed(seed)`` resets both generators; training reseeds at every epoch from (seed, epoch, rank),
     so an epoch's augmentations do not depend on what ran before (resume gives the same batches).
@@ -123,13 +150,15 @@ class BatchAugmenter:
 
     def __init__(self, degrees: float = 0.0, scale: Sequence[float] = (1.0, 1.0), translate: float = 0.0,
                  shear: float = 0.0, cutmix_p: float = 0.0, mixup_p: float = 0.0, alpha: float = 1.0,
-                 device: torch.device | str = "cpu", seed: int = 0):
+                 device: torch.device | str = "cpu", seed: int = 0, erase_p: float = 0.0):
         if not (0 <= cutmix_p <= 1 and 0 <= mixup_p <= 1 and cutmix_p + mixup_p <= 1):
             raise ValueError(f"cutmix_p and mixup_p must be in [0, 1] with a sum <= 1, got {cutmix_p}, {mixup_p}")
+        if not 0 <= erase_p <= 1:
+            raise ValueError(f"erase_p must be in [0, 1], got {erase_p}")
         if (cutmix_p or mixup_p) and alpha <= 0:
             raise ValueError(f"mix alpha must be > 0, got {alpha}")
         self.degrees, self.scale, self.translate, self.shear = degrees, tuple(scale), translate, shear
-        self.cutmix_p, self.mixup_p, self.alpha = cutmix_p, mixup_p, alpha
+        self.cutmix_p, self.mixup_p, self.alpha, self.erase_p = cutmix_p, mixup_p, alpha, erase_p
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device)
         self.reseed(seed)
@@ -142,6 +171,7 @@ class BatchAugmenter:
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
         """``x`` float (B, 1, H, W) on the device, ``y`` long (B, 3) -> ``(x_aug, y or MixedTargets)``."""
         x = random_affine(x, self.degrees, self.scale, self.translate, self.shear, self.generator)
+        x = random_erasing(x, self.erase_p, generator=self.generator)
         u = self.rng.random()
         if u < self.cutmix_p:
             return cutmix(x, y, self.alpha, self.generator, self.rng)

@@ -280,7 +280,7 @@ def _train(cfg: TrainConfig, resume: dict | None, device: torch.device, run: Pat
         loss_fn=MultiHeadLoss(weights=cfg.loss_weights, label_smoothing=cfg.label_smoothing,
                               grapheme_weight=cfg.grapheme_loss_weight, part_weight=cfg.root_parts_loss_weight),
         augment=BatchAugmenter(cfg.affine_degrees, cfg.affine_scale, cfg.affine_translate, cfg.affine_shear,
-                               cfg.cutmix_p, cfg.mixup_p, cfg.mix_alpha, device=device),
+                               cfg.cutmix_p, cfg.mixup_p, cfg.mix_alpha, device=device, erase_p=cfg.erase_p),
         ema=ModelEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
         amp=cfg.amp and cuda, channels_last=cfg.channels_last, grad_clip=cfg.grad_clip, world=world)
     if resume is not None:

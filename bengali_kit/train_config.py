@@ -98,6 +98,8 @@ class TrainConfig:
     affine_scale: tuple = _f((0.9, 1.1), "random scale range (min max)", parse=float, group="augmentation")
     affine_translate: float = _f(0.06, "random shift range as a fraction of the image side (+-)", group="augmentation")
     affine_shear: float = _f(8.0, "random shear range in degrees (+-)", group="augmentation")
+    erase_p: float = _f(0.0, "probability that an image gets one random box blanked (RandomErasing, 2-25 %% of "
+                             "its area)", group="augmentation")
     cutmix_p: float = _f(0.3, "probability that a batch gets cutmix", group="augmentation")
     mixup_p: float = _f(0.0, "probability that a batch gets mixup (cutmix_p + mixup_p <= 1)", group="augmentation")
     mix_alpha: float = _f(1.0, "Beta(alpha, alpha) parameter of cutmix/mixup", group="augmentation")
@@ -162,6 +164,7 @@ class TrainConfig:
         need(self.stream_alpha >= 0, f"stream_alpha must be >= 0, got {self.stream_alpha}")
         need(0 <= self.stream_novel_fraction < 1,
              f"stream_novel_fraction must be in [0, 1), got {self.stream_novel_fraction}")
+        need(0 <= self.erase_p <= 1, f"--erase-p must be in [0, 1], got {self.erase_p}")
         need(0 <= self.synthetic_mix < 1, f"--synthetic-mix must be in [0, 1), got {self.synthetic_mix}")
         need(not (self.synthetic_mix and self.synthetic_stream),
              "--synthetic-mix adds rendered images to --data; --synthetic-stream already trains on them alone")

@@ -1,11 +1,19 @@
-"""Batch augmentation: affine geometry, identity, dtype/shape, cutmix/mixup targets, determinism."""
+"""Batch augmentation: affine geometry, identity, dtype/shape, erasing, cutmix/mixup targets, determinism."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from bengali_kit.augment import BatchAugmenter, affine_matrices, apply_affine, cutmix, mixup, random_affine
+from bengali_kit.augment import (
+    BatchAugmenter,
+    affine_matrices,
+    apply_affine,
+    cutmix,
+    mixup,
+    random_affine,
+    random_erasing,
+)
 from bengali_kit.losses import MixedTargets
 
 
@@ -106,3 +114,33 @@ def test_batch_augmenter_is_deterministic_and_chooses_ops():
     assert torch.equal(xp, x) and torch.equal(tp, y)
     with pytest.raises(ValueError, match="cutmix_p"):
         BatchAugmenter(cutmix_p=0.7, mixup_p=0.6)
+
+
+def test_random_erasing_blanks_one_box_of_the_asked_area():
+    x = torch.ones(64, 1, 40, 60)
+    out = random_erasing(x, 1.0, area=(0.05, 0.2), generator=torch.Generator().manual_seed(0))
+    blank = out[:, 0] == 0
+    assert torch.equal(out[~(out == 0)], x[~(out == 0)])  # nothing but the box changes
+    for k in range(len(x)):
+        rows, cols = blank[k].nonzero(as_tuple=True)
+        assert len(rows) > 0
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert box == len(rows)  # one filled rectangle
+        assert 0.05 * 2400 * 0.8 <= len(rows) <= 0.2 * 2400 * 1.1  # pixel rounding of the asked area
+    sizes = blank.flatten(1).sum(1).float()
+    assert sizes.std() > 0  # a new box per image
+    assert random_erasing(x, 0.0) is x
+
+
+def test_random_erasing_probability_and_determinism():
+    x = torch.ones(400, 1, 16, 16)
+    out = random_erasing(x, 0.25, generator=torch.Generator().manual_seed(1))
+    erased = (out == 0).flatten(1).any(1).float().mean().item()
+    assert 0.18 < erased < 0.32  # binomial(400, 0.25): about 3 standard deviations either side
+    again = random_erasing(x, 0.25, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)
+    aug = BatchAugmenter(erase_p=1.0, seed=3)
+    xa, ya = aug(x[:8], _labels(8))
+    assert (xa == 0).flatten(1).any(1).all() and torch.equal(ya, _labels(8))  # labels are kept
+    with pytest.raises(ValueError, match="erase_p"):
+        BatchAugmenter(erase_p=1.5)
