@@ -45,6 +45,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -120,6 +122,48 @@ def prior_sweep(folders: Path, checkpoint: Path, powers: list[float]) -> dict[st
     return {f"{k:g}": (found["val"][k], found["unseen"][k]) for k in powers}
 
 
+def _probabilities(folder: Path, checkpoint: Path, out: Path) -> dict[str, np.ndarray]:
+    """Each head's probabilities (no prior correction) of ``checkpoint`` on every crop of ``folder``, with
+    ``y_true``; kept in ``out`` (npz) so that later sweeps do not run the network again."""
+    from bengali_kit.evaluation import evaluate
+
+    if not out.is_file():
+        res = evaluate(folder, checkpoint, all_images=True, progress=False, prior_power=0.0)
+        np.savez(out, y_true=res.y_true, image_ids=res.prediction.image_ids.astype(str),
+                 **res.prediction.probabilities)
+    with np.load(out) as found:
+        return {k: found[k] for k in found.files}
+
+
+def blend_sweep(folders: Path, runs: Path, specialist: str, generalist: str,
+                weights: list[float]) -> dict[str, tuple[float, float]]:
+    """Seen and unseen weighted recall when the root comes from a blend of two runs' root heads
+    (``w`` of the generalist's), and when it is routed: the generalist's root for an image whose predicted
+    triple is not one the specialist trained on, the specialist's elsewhere."""
+    from bengali_kit.metrics import weighted_recall
+    from bengali_kit.priors import checkpoint_triples, in_triples
+
+    ck = runs / specialist / "best.pt"
+    triples = checkpoint_triples(load_checkpoint(ck), ck)
+    found: dict[str, dict[str, float]] = {}
+    for name in ("val", "unseen"):
+        spec = _probabilities(folders / name, ck, runs / f"{specialist}-{name}-probabilities.npz")
+        gen = _probabilities(folders / name, runs / generalist / "best.pt",
+                             runs / f"{generalist}-{name}-probabilities.npz")
+        assert (spec["image_ids"] == gen["image_ids"]).all()
+        others = [spec[c].argmax(1) for c in COMPONENTS[1:]]
+        root = COMPONENTS[0]
+        for w in weights:
+            mixed = (1 - w) * spec[root] + w * gen[root]
+            found.setdefault(f"root blend w={w:g}", {})[name] = weighted_recall(
+                spec["y_true"], np.stack([mixed.argmax(1), *others], 1))
+        predicted = np.stack([spec[c].argmax(1) for c in COMPONENTS], 1)
+        novel = ~in_triples(predicted, triples)
+        routed = np.where(novel, gen[root].argmax(1), predicted[:, 0])
+        found.setdefault("routed", {})[name] = weighted_recall(spec["y_true"], np.stack([routed, *others], 1))
+    return {k: (v["val"], v["unseen"]) for k, v in found.items()}
+
+
 def _finished(out: Path, epochs: int, budget: float) -> bool:
     """Whether the run in ``out`` has trained its ``epochs`` (or spent its ``budget`` seconds)."""
     if not (out / "last.pt").is_file():
@@ -169,7 +213,24 @@ def main(argv: list[str] | None = None) -> int:
                          "corrections k (argmax of p / count**k), e.g. 0,0.25,0.5,0.75,1")
     ap.add_argument("--train-per-triple", type=int, default=None,
                     help="train on this many crops of each triple (subsets of the 39; same validation crops)")
+    ap.add_argument("--blend", default="", metavar="SPECIALIST,GENERALIST",
+                    help="with --unseen, train nothing: two finished run folders' names (e.g. "
+                         "b-recipe96-2ep-seed0,b-mix25-2ep-seed0); seen and unseen recall when the root is "
+                         "blended from both, or routed to the generalist for predicted triples never trained on")
     args = ap.parse_args(argv)
+
+    if args.blend:
+        if not args.unseen:
+            ap.error("--blend needs --unseen (it reports seen and unseen triples)")
+        folders = prepare(args.split, True, args.split_seed, args.train_per_triple)
+        specialist, generalist = args.blend.split(",")
+        sweep = blend_sweep(folders, CACHE / f"runs_{folders.name}", specialist, generalist, [0, 0.25, 0.5, 0.75, 1])
+        print(f"specialist {specialist}, generalist {generalist}")
+        for k, (seen, unseen) in sweep.items():
+            print(f"  {k:<24} seen {seen:.4f}, unseen {unseen:.4f}")
+        with open(CACHE / "results.jsonl", "a") as fh:
+            fh.write(json.dumps({"time": time.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv[1:], "blend": sweep}) + "\n")
+        return 0
 
     folders = prepare(args.split, args.unseen, args.split_seed, args.train_per_triple)
     runs = CACHE / (f"runs_{folders.name}" if args.split == "45" else
