@@ -250,8 +250,8 @@ def write_folder(out: Path, train_rows: int, test_rows: int, seed: int = 0) -> P
     import numpy as np
     import pandas as pd
 
+    from bengali_kit.competition_folder import write_competition_files, write_folders
     from bengali_kit.components import COMPONENTS, N_CLASSES
-    from bengali_kit.synthetic.folder import write_competition_files, write_folders
 
     pool = stroke_images(min(512, max(train_rows, test_rows)), seed)
     rng = np.random.default_rng(seed + 1)

@@ -203,7 +203,7 @@ def _check_unique(path: Path, ids: np.ndarray) -> None:
 _PARQUET_RE = re.compile(r"^(train|test)_image_data_(\d+)\.parquet$")
 
 
-#: Present in a competition folder while its files are being written (``synthetic.write_competition_files``):
+#: Present in a competition folder while its files are being written (``competition_folder.write_competition_files``):
 #: a folder that still holds it was left by an interrupted writer.
 INCOMPLETE_MARKER = ".incomplete"
 

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from . import plots
+from .competition_folder import write_competition_files, write_folders
 from .components import COMPONENTS, ClassMap
 from .data import image_parquets, iter_image_batches, read_train_csv
 from .errors import DataError
 from .synthetic import SyntheticGraphemes, novel_triples, write_competition_folder
-from .synthetic.folder import write_competition_files, write_folders
 from .train import train
 
 __all__ = ["prepare_data", "sample_images", "checkpoint_or_train", "find_file", "predicted_labels",

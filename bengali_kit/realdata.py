@@ -4,7 +4,7 @@
 complete competition folder (``train.csv`` with labels and ``grapheme``, image parquets, ``class_map.csv``,
 ``test.csv``, ``sample_submission.csv``) so that every command of the kit runs on real handwriting unchanged.
 The test split of both folders holds the validation images (ids ``Test_<k>``) with their answer key in
-``test_labels.csv``, written by the kit's one competition-folder writer (``synthetic.folder``, as ``synth``):
+``test_labels.csv``, written by the kit's one competition-folder writer (``competition_folder``, as ``synth``):
 ``predict`` on either folder scores unseen images. ``out_dir`` appears whole at the end or not at all.
 
 Crops are upscaled (cubic) and centred on white 137×236 frames, the size of the competition's images, so
@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .competition_folder import write_competition_files, write_folders
 from .components import COMPONENTS, N_CLASSES, load_class_map, triple_codes
 from .data import IMAGE_HEIGHT, IMAGE_WIDTH
 from .errors import DataError, one_line
-from .synthetic.folder import write_competition_files, write_folders
 
 __all__ = ["Crops", "load_crops", "load_crop_files", "read_image_ids", "split_by_triple", "first_per_triple",
            "holdout_triples", "place_crops", "import_crops", "ImportReport"]
@@ -327,7 +327,7 @@ def import_crops(npz_path: str | Path | Sequence[str | Path], out_dir: str | Pat
     the test split of both folders is the validation images, answer key in ``test_labels.csv``. With
     ``val_per_triple=0`` every crop goes to ``train/`` (to train a model on all of them), no ``val/`` is written
     and ``train/``'s test split is its own images. A non-empty ``out_dir`` is refused unless ``overwrite``,
-    which replaces the files an earlier import wrote there (``synthetic.folder.write_folders``: its manifest
+    which replaces the files an earlier import wrote there (``competition_folder.write_folders``: its manifest
     lists them; a user's files are kept). A failure or interruption leaves ``out_dir`` as it was. Bad input
     raises ``DataError`` naming the file, bad arguments ``ValueError``.
     """

@@ -20,10 +20,10 @@ import pytest
 import torch
 from test_faults import REPO, assert_one_line_error, run_cli, stderr_lines
 
+from bengali_kit.competition_folder import FOLDER_MANIFEST
 from bengali_kit.files import temp_prefix
 from bengali_kit.kaggle import MANIFEST
 from bengali_kit.model import ModelConfig, build_model, save_checkpoint
-from bengali_kit.synthetic import FOLDER_MANIFEST
 
 pytestmark = pytest.mark.slow  # each case starts the real command (~3 s of CPU)
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from bengali_kit import synthetic
+from bengali_kit import competition_folder, synthetic
 from bengali_kit.cli import main
 from bengali_kit.components import (
     COMPONENTS,
@@ -51,8 +51,8 @@ def train_images(synth_dir):
 
 
 def test_folder_has_exactly_the_competition_files_and_their_manifest(synth_dir):
-    assert {p.name for p in synth_dir.iterdir()} == COMPETITION_FILES | {synthetic.FOLDER_MANIFEST}
-    assert synthetic.kit_written_files(synth_dir) == COMPETITION_FILES
+    assert {p.name for p in synth_dir.iterdir()} == COMPETITION_FILES | {competition_folder.FOLDER_MANIFEST}
+    assert competition_folder.kit_written_files(synth_dir) == COMPETITION_FILES
 
 
 def test_csv_layouts_match_the_real_files(synth_dir, reference_dir):
@@ -194,7 +194,7 @@ def test_folder_writer_failure_leaves_the_old_folder(tmp_path, synth_dir):
         raise DataError(tmp / "train_image_data_0.parquet", "cannot write: no space left on the device")
 
     with pytest.raises(DataError) as err:
-        synthetic.write_folders(out, overwrite=True, write=write)
+        competition_folder.write_folders(out, overwrite=True, write=write)
     assert err.value.path == out / "train_image_data_0.parquet"  # named as in the target, not the temp folder
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no temporary folder left

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..competition_folder import file_slices, write_competition_files, write_folders
 from ..components import COMPONENTS, load_class_map, read_grapheme_counts
 from ..data import IMAGE_HEIGHT, IMAGE_WIDTH
-from .folder import file_slices, write_competition_files, write_folders
 from .fonts import find_bengali_fonts, split_fonts
 from .labels import sample_triples
 from .renderer import GraphemeRenderer

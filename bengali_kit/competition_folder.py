@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..components import COMPONENTS, resource_path
-from ..data import INCOMPLETE_MARKER, write_image_parquet
-from ..errors import DataError
-from ..files import atomic_folder, atomic_write_bytes, atomic_write_text, copy_tree_linked, os_problem
+from .components import COMPONENTS, resource_path
+from .data import INCOMPLETE_MARKER, write_image_parquet
+from .errors import DataError
+from .files import atomic_folder, atomic_write_bytes, atomic_write_text, copy_tree_linked, os_problem
 
 __all__ = ["FOLDER_MANIFEST", "TEST_COMPONENT_ORDER", "file_slices", "test_csv", "is_competition_file",
            "kit_written_files", "write_competition_files", "write_folders"]
