@@ -18,6 +18,8 @@ from .errors import DataError
 
 #: Component names in the order used everywhere in the kit (arrays of labels are (N, 3) in this order).
 COMPONENTS: tuple[str, str, str] = ("grapheme_root", "vowel_diacritic", "consonant_diacritic")
+#: What progress lines, summaries and plots call each component.
+SHORT_NAMES: dict[str, str] = {"grapheme_root": "root", "vowel_diacritic": "vowel", "consonant_diacritic": "consonant"}
 #: Number of classes per component, in ``COMPONENTS`` order.
 N_CLASSES: tuple[int, int, int] = (168, 11, 7)
 #: Weights of the competition metric, in ``COMPONENTS`` order.

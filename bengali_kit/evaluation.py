@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .components import COMPONENTS
+from .components import COMPONENTS, SHORT_NAMES
 from .data import image_parquets, labels_array, parquet_ids, read_train_csv
 from .datasets import VAL_IDS, read_val_ids
 from .errors import DataError
@@ -59,7 +59,7 @@ class EvaluationResult:
         for folder, part in self.folders.items():
             fs = part["scores"]
             lines.append(f"  {folder}: weighted {fs['weighted']:.4f} (" + ", ".join(
-                f"{c.split('_')[0]} {fs[c]:.4f}" for c in COMPONENTS) + f"), {part['n_images']} images")
+                f"{SHORT_NAMES[c]} {fs[c]:.4f}" for c in COMPONENTS) + f"), {part['n_images']} images")
         if self.detector:
             d = self.detector
             lines.append(f"  unseen-triple detector AUROC: confidence {d['auroc_confidence']:.3f}, predicted "

@@ -16,7 +16,7 @@ from matplotlib import font_manager
 from matplotlib.colors import LinearSegmentedColormap
 from PIL import ImageFont, features
 
-from .components import COMPONENTS, N_CLASSES, load_class_map
+from .components import COMPONENTS, N_CLASSES, SHORT_NAMES, load_class_map
 from .files import atomic_path
 from .synthetic import find_bengali_fonts
 
@@ -25,7 +25,6 @@ __all__ = ["plot_history", "plot_per_class_recall", "plot_worst_classes", "save_
            "bengali_font", "text_image", "plot_class_counts", "plot_top_graphemes", "plot_component_samples",
            "plot_intensity", "plot_crop_examples", "plot_labelled_images"]
 
-_SHORT = {"grapheme_root": "root", "vowel_diacritic": "vowel", "consonant_diacritic": "consonant"}
 
 
 def _pyplot():
@@ -73,7 +72,7 @@ def plot_history(history: pd.DataFrame | str | Path, path: str | Path | None = N
     for comp in COMPONENTS:
         col = f"val_{comp}"
         if col in history:
-            ax_rec.plot(val_epochs, validated[col], marker=marker, label=_SHORT[comp])
+            ax_rec.plot(val_epochs, validated[col], marker=marker, label=SHORT_NAMES[comp])
     best = int(np.argmax(validated["val_weighted"].to_numpy())) if len(validated) else None
     if best is not None:
         ax_rec.axvline(val_epochs[best], color="gray", linestyle=":", linewidth=1)
@@ -113,7 +112,7 @@ def plot_per_class_recall(per_class: pd.DataFrame | str | Path, path: str | Path
             ax.bar(d["label"], d["recall"], color=plt.cm.Blues(0.3 + 0.7 * shade), width=0.9)
             ax.axhline(d["recall"].mean(), color="red", linewidth=1, label=f"macro {d['recall'].mean():.3f}")
             ax.legend(loc="lower right", fontsize="small")
-        ax.set(title=_SHORT.get(comp, comp), xlabel="class", ylim=(0, 1.02))
+        ax.set(title=SHORT_NAMES.get(comp, comp), xlabel="class", ylim=(0, 1.02))
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("recall")
     fig.tight_layout()
@@ -140,12 +139,12 @@ def plot_worst_classes(per_class: pd.DataFrame | str | Path, n: int = 20, compon
     d = d.sort_values(["recall", "support"], ascending=[True, False]).head(n).iloc[::-1]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 0.3 * max(len(d), 3) + 1))
-    names = [f"{_SHORT.get(c, c)} {int(lab)} ({int(s)})" for c, lab, s in
+    names = [f"{SHORT_NAMES.get(c, c)} {int(lab)} ({int(s)})" for c, lab, s in
              zip(d["component"], d["label"], d["support"])]
     ax.barh(np.arange(len(d)), d["recall"].to_numpy(), color="tab:red", alpha=0.8)
     ax.set_yticks(np.arange(len(d)), names, fontsize="small")
     ax.set(xlim=(0, 1.02), xlabel="recall",
-           title=f"{len(d)} worst classes" + (f" ({_SHORT[component]})" if component else ""))
+           title=f"{len(d)} worst classes" + (f" ({SHORT_NAMES[component]})" if component else ""))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     if path is not None:
@@ -276,7 +275,7 @@ def plot_class_counts(labels: pd.DataFrame, path: str | Path | None = None):
             ax.bar(np.arange(n), counts, color="tab:orange" if comp.startswith("vowel") else "tab:green")
             ax.set_xticks(np.arange(n))
             ax.set_xlabel("label (0 = none)")
-            ax.set_title(f"{_SHORT[comp]}: {n} classes")
+            ax.set_title(f"{SHORT_NAMES[comp]}: {n} classes")
         ax.set_ylabel("images")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -348,14 +347,14 @@ def plot_component_samples(images: np.ndarray, labels: pd.DataFrame | np.ndarray
     for row, cls in zip(axes, classes):
         text = table[cls] if 0 <= cls < len(table) else ""
         _show_text(row[0], text, font, fallback="none" if not text else str(cls))
-        row[0].set_title(f"{_SHORT[component]} {cls} (n={int((col == cls).sum())})", fontsize=8)
+        row[0].set_title(f"{SHORT_NAMES[component]} {cls} (n={int((col == cls).sum())})", fontsize=8)
         idx = np.flatnonzero(col == cls)
         idx = rng.choice(idx, size=min(n_per_class, len(idx)), replace=False) if len(idx) else idx
         for ax in row[1:]:
             ax.set_axis_off()
         for ax, i in zip(row[1:], np.sort(idx)):
             ax.imshow(images[i], cmap="gray_r" if ink_bright else "gray", vmin=0, vmax=255)
-    fig.suptitle(f"{_SHORT[component]} examples" + (" (preprocessed, shown dark on light)" if ink_bright else ""))
+    fig.suptitle(f"{SHORT_NAMES[component]} examples" + (" (preprocessed, shown dark on light)" if ink_bright else ""))
     fig.tight_layout()
     return _finish(fig, path)
 

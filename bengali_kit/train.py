@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .augment import BatchAugmenter
-from .components import COMPONENTS, grapheme_index, root_parts
+from .components import COMPONENTS, SHORT_NAMES, grapheme_index, root_parts
 from .datasets import build_sources, check_folder, set_stream_epoch, write_val_ids
 from .device import resolve_device
 from .distributed import barrier, dist_env, is_dist
@@ -70,7 +70,6 @@ _CHECKPOINTS = ("last.pt", "best.pt")
 #: The files a run writes into its folder: what an --overwrite replaces (its cache and other files stay).
 RUN_FILES = ("config.json", "val_ids.csv", "last.pt", "best.pt", "history.csv", "curves.png", "val_per_class.csv")
 #: How the progress line names each component (the root is "root", not the "grapheme" of grapheme_root).
-_SHORT_NAMES = ("root", "vowel", "consonant")
 
 
 def save_last(path: Path, model: torch.nn.Module, **extra) -> Path:
@@ -337,7 +336,7 @@ def _train(cfg: TrainConfig, resume: dict | None, device: torch.device, run: Pat
                 folder.commit()
                 run = folder.work
             seen = (f"val recall {scores['weighted']:.4f} ("
-                    + ", ".join(f"{short} {scores[c]:.4f}" for short, c in zip(_SHORT_NAMES, COMPONENTS)) + ")"
+                    + ", ".join(f"{SHORT_NAMES[c]} {scores[c]:.4f}" for c in COMPONENTS) + ")"
                     if scores else f"train loss {train_loss:.4f}")
             tqdm.write(f"epoch {state.epoch}/{cfg.epochs}: {seen}, {clock():.0f}s")
         barrier()

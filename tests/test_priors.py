@@ -197,6 +197,8 @@ def test_evaluate_scores_val_and_unseen_together_with_the_detector(real_split, c
     assert [line for line in text.splitlines() if "unseen-triple detector AUROC" in line] == [
         f"  unseen-triple detector AUROC: confidence {d['auroc_confidence']:.3f}, predicted triple not trained "
         f"on {d['auroc_predicted_triple']:.3f} (30 unseen, 54 seen images)"]
+    folder_line = next(line for line in text.splitlines() if line.startswith(f"  {unseen}: weighted "))
+    assert "(root " in folder_line and "grapheme" not in folder_line  # the component names of the progress line
     # the same figures from the library, recomputed from the kept probabilities
     res = evaluation.evaluate(val, counted_checkpoint, all_images=True, also=[unseen], device="cpu", progress=False)
     triples = np.array(torch.load(counted_checkpoint, weights_only=True)["train_triples"])
