@@ -137,7 +137,7 @@ BATCH_TOL = 1e-4  # batch 256 vs 64: max |prob difference|
 BF16_AGREE = 0.95  # bfloat16: share of images whose three predicted labels all agree with float32
 BF16_PROB_TOL = 0.05  # bfloat16: max |prob difference| over every class of every image
 
-CHECKPOINT = ROOT / "weights" / "real-b0-64.pt"
+CHECKPOINT = ROOT / "weights" / "real-b0-96.pt"
 REAL_CROPS = ROOT / "tests" / "data" / "real_slice_64.npz"
 
 #: Today's defaults (train and predict on this CPU): what every ratio is against.

@@ -3,7 +3,7 @@
 - ``cpu-pretrain``: pretraining on the on-the-fly synthetic stream on a CPU (efficientnet-b0 at 64 px), the
   recipe of ``weights/synth-b0-64.pt``; give it a ``--time-budget`` and ``--val-data`` of real crops to watch.
 - ``cpu-real``: fine-tuning on real crops on a CPU from ``--init weights/synth-b0-64.pt`` (b0 at 64 px, 30
-  epochs), the base of ``benchmarks/real_accuracy.py``'s knob table. ``weights/real-b0-64.pt`` is this with
+  epochs), the base of ``benchmarks/real_accuracy.py``'s knob table. ``weights/real-b0-96.pt`` is this with
   ``--size 96 --time-budget 3500``: the recipe within 60 minutes of a 2-core CPU (there 52 epochs of the 4/1
   split's 5,168 crops, 44 of all 6,460).
 - ``kaggle``: the real competition data on a Kaggle T4 (a P100 falls back to the CPU, README): efficientnet-b3

@@ -48,7 +48,7 @@ BATCH_SIZE = 128
 TTA = False  # average flip-free shifted/scaled views
 DEVICE = "auto"  # auto: CUDA when available
 N_SHOW = 16  # test images shown with their predictions
-REAL_WEIGHTS = "weights/real-b0-64.pt"  # the shipped model that reads real handwriting (a checkout's weights/)
+REAL_WEIGHTS = "weights/real-b0-96.pt"  # the shipped model that reads real handwriting (a checkout's weights/)
 HELDOUT_CROPS = "tests/data/real_heldout_64.npz"  # the held-out slice: real crops no shipped model trained on
 N_REAL = 32  # held-out crops shown (all of them are scored), and at most as many mistakes
 N_NOVEL = 8  # rendered graphemes of triples absent from the real train set
@@ -172,7 +172,7 @@ else:
 # %% [markdown]
 # ## The shipped model on handwriting it never saw
 #
-# `weights/real-b0-64.pt` is efficientnet-b0, pretrained at 64 px on rendered graphemes and fine-tuned at 96 px
+# `weights/real-b0-96.pt` is efficientnet-b0, pretrained at 64 px on rendered graphemes and fine-tuned at 96 px
 # on the 6,460 real handwritten crops of the reference sample (`weights/README.md` has its commands; the
 # checkpoint carries its image size, and `evaluate` resizes to it). Here it reads the **held-out slice**,
 # `tests/data/real_heldout_64.npz`: 1,292 real crops, one of each (root, vowel, consonant) triple, from a file

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up (scripts/setup.sh), then shows the kit end to end:
-#  0. the shipped real model (weights/real-b0-64.pt) scored on the held-out slice: real handwriting that no
+#  0. the shipped real model (weights/real-b0-96.pt) scored on the held-out slice: real handwriting that no
 #     shipped model trained on (tests/data/real_heldout_64.npz, one crop of each triple), before anything else;
 #  1. real handwriting: real crops imported as competition folders, a short fine-tune from the shipped
 #     synthetic starting point (weights/synth-b0-64.pt), scored on held-out real crops;
@@ -21,7 +21,7 @@ run() { echo; echo "+ $*"; "$@"; }
 #    read against it.
 [ -f "$D/heldout/train/train.csv" ] || run bengali-kit import-crops tests/data/real_heldout_64.npz "$D/heldout" \
     --val-per-triple 0 --files 1
-run bengali-kit evaluate --data "$D/heldout/train" --checkpoint weights/real-b0-64.pt --all --worst 5
+run bengali-kit evaluate --data "$D/heldout/train" --checkpoint weights/real-b0-96.pt --all --worst 5
 
 # 1. Real handwriting. The full real sample sits beside a checkout in ../shared/reference; a user's clone has
 #    the 300 real crops vendored for the tests.

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CHECKPOINT = "weights/real-b0-64.pt"
+DEFAULT_CHECKPOINT = "weights/real-b0-96.pt"
 DEFAULT_HELDOUT = "tests/data/real_heldout_64.npz"
 DEFAULT_OUT = "docs/figures/heldout_predictions.png"
 

@@ -161,7 +161,7 @@ def test_shipped_weights_load_and_score_what_the_card_says(name, heldout_folder,
 
 @pytest.mark.slow
 def test_shipped_weights_go_into_a_kaggle_package(tmp_path):
-    """``package --checkpoint weights/real-b0-64.pt --include-init weights/synth-b0-64.pt``: both bundled as
+    """``package --checkpoint weights/real-b0-96.pt --include-init weights/synth-b0-64.pt``: both bundled as
     float16, listed in the manifest, loadable from the package."""
     from bengali_kit.kaggle.search import MANIFEST
 
