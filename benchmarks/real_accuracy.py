@@ -111,28 +111,32 @@ def seen_and_unseen(folders: Path, checkpoint: str | Path, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def prior_sweep(folders: Path, checkpoint: Path, powers: list[float]) -> dict[str, tuple[float, float]]:
-    """Seen and unseen weighted recall at each class-prior correction k (the network runs once per folder)."""
-    from bengali_kit.evaluation import evaluate, sweep_prior_power
-
-    found = {}
-    for name in ("val", "unseen"):
-        res = evaluate(folders / name, checkpoint, all_images=True, progress=False, prior_power=0.0)
-        found[name] = sweep_prior_power(res.prediction.probabilities, res.y_true, res.prediction.class_prior, powers)
-    return {f"{k:g}": (found["val"][k], found["unseen"][k]) for k in powers}
-
-
-def _probabilities(folder: Path, checkpoint: Path, out: Path) -> dict[str, np.ndarray]:
-    """Each head's probabilities (no prior correction) of ``checkpoint`` on every crop of ``folder``, with
-    ``y_true``; kept in ``out`` (npz) so that later sweeps do not run the network again."""
+def _probabilities(folders: Path, run: Path, name: str) -> dict[str, np.ndarray]:
+    """Each head's probabilities (no prior correction) of ``run``'s best.pt on every crop of ``folders/name``,
+    with ``y_true``; kept beside the run (npz), so that every sweep runs the network once per folder."""
     from bengali_kit.evaluation import evaluate
 
+    out = run.parent / f"{run.name}-{name}-probabilities.npz"
     if not out.is_file():
-        res = evaluate(folder, checkpoint, all_images=True, progress=False, prior_power=0.0)
+        res = evaluate(folders / name, run / "best.pt", all_images=True, progress=False, prior_power=0.0)
         np.savez(out, y_true=res.y_true, image_ids=res.prediction.image_ids.astype(str),
                  **res.prediction.probabilities)
     with np.load(out) as found:
         return {k: found[k] for k in found.files}
+
+
+def prior_sweep(folders: Path, run: Path, powers: list[float]) -> dict[str, tuple[float, float]]:
+    """Seen and unseen weighted recall of ``run``'s best.pt at each class-prior correction k."""
+    from bengali_kit.evaluation import sweep_prior_power
+    from bengali_kit.priors import checkpoint_class_counts, log_prior
+
+    ck = run / "best.pt"
+    prior = log_prior(checkpoint_class_counts(load_checkpoint(ck), ck))
+    found = {}
+    for name in ("val", "unseen"):
+        probs = _probabilities(folders, run, name)
+        found[name] = sweep_prior_power({c: probs[c] for c in COMPONENTS}, probs["y_true"], prior, powers)
+    return {f"{k:g}": (found["val"][k], found["unseen"][k]) for k in powers}
 
 
 def blend_sweep(folders: Path, runs: Path, specialist: str, generalist: str,
@@ -145,22 +149,21 @@ def blend_sweep(folders: Path, runs: Path, specialist: str, generalist: str,
 
     ck = runs / specialist / "best.pt"
     triples = checkpoint_triples(load_checkpoint(ck), ck)
+    root = COMPONENTS[0]
     found: dict[str, dict[str, float]] = {}
     for name in ("val", "unseen"):
-        spec = _probabilities(folders / name, ck, runs / f"{specialist}-{name}-probabilities.npz")
-        gen = _probabilities(folders / name, runs / generalist / "best.pt",
-                             runs / f"{generalist}-{name}-probabilities.npz")
+        spec = _probabilities(folders, runs / specialist, name)
+        gen = _probabilities(folders, runs / generalist, name)
         assert (spec["image_ids"] == gen["image_ids"]).all()
-        others = [spec[c].argmax(1) for c in COMPONENTS[1:]]
-        root = COMPONENTS[0]
-        for w in weights:
-            mixed = (1 - w) * spec[root] + w * gen[root]
-            found.setdefault(f"root blend w={w:g}", {})[name] = weighted_recall(
-                spec["y_true"], np.stack([mixed.argmax(1), *others], 1))
         predicted = np.stack([spec[c].argmax(1) for c in COMPONENTS], 1)
+        for w in weights:
+            blended = predicted.copy()
+            blended[:, 0] = ((1 - w) * spec[root] + w * gen[root]).argmax(1)
+            found.setdefault(f"root blend w={w:g}", {})[name] = weighted_recall(spec["y_true"], blended)
+        routed = predicted.copy()
         novel = ~in_triples(predicted, triples)
-        routed = np.where(novel, gen[root].argmax(1), predicted[:, 0])
-        found.setdefault("routed", {})[name] = weighted_recall(spec["y_true"], np.stack([routed, *others], 1))
+        routed[novel, 0] = gen[root][novel].argmax(1)
+        found.setdefault("routed", {})[name] = weighted_recall(spec["y_true"], routed)
     return {k: (v["val"], v["unseen"]) for k, v in found.items()}
 
 
@@ -265,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             both = seen_and_unseen(folders, ck, runs / f"{name}-seen-unseen.json")
             r["unseen_scores"], r["detector"] = both["folders"][str(folders / "unseen")]["scores"], both["detector"]
             if args.prior_sweep and r.get("run"):
-                r["prior_sweep"] = prior_sweep(folders, ck, [float(k) for k in args.prior_sweep.split(",")])
+                r["prior_sweep"] = prior_sweep(folders, Path(r["run"]), [float(k) for k in args.prior_sweep.split(",")])
     print(f"\n{'':<34} weighted  root    vowel   consonant  seconds")
     for r in rows:
         for label, key in (("", "scores"), ("  unseen triples", "unseen_scores")):

@@ -99,7 +99,7 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def refuse_inputs(out: str | Path, inputs: Iterable[str | Path], option: str = "the output") -> None:
+def refuse_inputs(out: str | Path, inputs: Iterable[str | Path], option: str = "output") -> None:
     """DataError when ``out`` is one of ``inputs`` or a folder that holds one, ``--overwrite`` or not.
 
     Paths are compared as files on the disk (links and ``..`` included): an output never replaces an input.

@@ -26,7 +26,6 @@ __all__ = ["plot_history", "plot_per_class_recall", "plot_worst_classes", "save_
            "plot_intensity", "plot_crop_examples", "plot_labelled_images"]
 
 
-
 def _pyplot():
     # No matplotlib.use(): without a display matplotlib picks Agg itself; in a notebook it keeps inline.
     return plt

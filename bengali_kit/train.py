@@ -69,7 +69,6 @@ __all__ = ["TrainConfig", "train", "save_last"]
 _CHECKPOINTS = ("last.pt", "best.pt")
 #: The files a run writes into its folder: what an --overwrite replaces (its cache and other files stay).
 RUN_FILES = ("config.json", "val_ids.csv", "last.pt", "best.pt", "history.csv", "curves.png", "val_per_class.csv")
-#: How the progress line names each component (the root is "root", not the "grapheme" of grapheme_root).
 
 
 def save_last(path: Path, model: torch.nn.Module, **extra) -> Path:

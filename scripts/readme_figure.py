@@ -11,7 +11,7 @@ component is wrong, and the weighted recall over all crops in the title; at ``--
     python scripts/readme_figure.py                   # writes docs/figures/heldout_predictions.png
     python scripts/readme_figure.py --overwrite       # replaces it
 
-An existing ``--out`` is refused (exit status 2) unless ``--overwrite``.
+An existing ``--out`` is refused (exit status 2) unless ``--overwrite``, and an input always is.
 """
 from __future__ import annotations
 
@@ -74,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"readme_figure: {path}: not found", file=sys.stderr)
             return 2
-    if out.exists() and not args.overwrite:
-        print(f"readme_figure: {out}: exists (--overwrite replaces it)", file=sys.stderr)
+    from bengali_kit.errors import DataError
+    from bengali_kit.files import check_output_file
+
+    try:  # the kit's own rule: never one of the inputs, an existing file only with --overwrite
+        check_output_file(out, args.overwrite, inputs=(checkpoint, heldout))
+    except DataError as err:
+        print(f"readme_figure: {err}", file=sys.stderr)
         return 2
 
     # imported here so that --help and the checks above answer at once
