@@ -16,8 +16,10 @@ Side by side:
   (a)  plain: b0 from scratch, average pooling, AdamW without weight decay, one-cycle peak 3e-3, batch 64,
        affine ±11° / scale ±15 % / shift ±10 %, no EMA, no label smoothing; ``--budget`` seconds;
   (a+) the same, given the fine-tuning budget plus the pretraining time (equal total CPU);
-  (b)  the kit's recipe: ``--preset cpu-real --init <synthetic checkpoint>``, ``--budget`` seconds;
-  (c)  the synthetic checkpoint alone (``evaluate --all`` on the validation crops): no real image seen.
+  (b)  the recipe of kit 0.3 (``--preset cpu-real`` with the 0.3 values pinned: 64 px, no rendered share,
+       no erasing) ``--init <synthetic checkpoint>``, ``--budget`` seconds; the knob rows are (b) + ``--set``;
+  (c)  the synthetic checkpoint alone (``evaluate --all`` on the validation crops): no real image seen;
+  (d)  the recipe as it stands: ``--preset cpu-real --init <synthetic checkpoint>``, ``--budget`` seconds.
 
     python benchmarks/real_accuracy.py --budget 3600 --init weights/synth-b0-64.pt
     python benchmarks/real_accuracy.py --budget 600 --only b --set ema_decay=0 --tag no-ema   # a knob row
@@ -59,6 +61,9 @@ REFERENCE = SHARED / "real_sample_64.npz"
 MORE = SHARED / "real_more_64.npz"
 HELDOUT = ROOT / "tests" / "data" / "real_heldout_64.npz"
 CACHE = Path(__file__).resolve().parent / ".cache"
+
+# (b): what ``cpu-real`` held in kit 0.3, before issue 28's levers joined the preset
+RECIPE_0_3 = ["--image-size", "64", "--synthetic-mix", "0", "--erase-p", "0"]
 
 PLAIN = ["--pooling", "avg", "--optimizer", "adamw", "--weight-decay", "0", "--lr", "3e-3", "--batch-size", "64",
          "--schedule", "onecycle", "--warmup", "0.1", "--affine-degrees", "11", "--affine-scale", "0.85", "1.15",
@@ -192,16 +197,16 @@ def train_row(name: str, folders: Path, budget: float, extra: list[str], out: Pa
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--budget", type=float, default=3600.0, help="seconds of training on real crops for (a), (b)")
+    ap.add_argument("--budget", type=float, default=3600.0, help="seconds of training on real crops for (a), (b), (d)")
     ap.add_argument("--epochs", type=int, default=0,
-                    help="train (a) and (b) this many epochs instead of --budget seconds (load-independent)")
+                    help="train (a), (b), (d) this many epochs instead of --budget seconds (load-independent)")
     ap.add_argument("--init", default=str(ROOT / "weights" / "synth-b0-64.pt"),
-                    help="the synthetically pretrained checkpoint for (b) and (c)")
+                    help="the synthetically pretrained checkpoint for (b), (c), (d)")
     ap.add_argument("--pretrain-seconds", type=float, default=None,
                     help="its pretraining time, for (a+) (default: the 'seconds' the checkpoint records)")
-    ap.add_argument("--only", default="a,b,c", help="comma-separated rows to run: a, a+, b, c")
+    ap.add_argument("--only", default="a,b,c", help="comma-separated rows to run: a, a+, b, c, d")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="extra train option for (b), e.g. ema_decay=0 (becomes --ema-decay 0)")
+                    help="extra train option for (b) and (d), e.g. ema_decay=0 (becomes --ema-decay 0)")
     ap.add_argument("--tag", default="", help="name of this setting in the results (knob table rows)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plain-size", type=int, default=64,
@@ -255,8 +260,12 @@ def main(argv: list[str] | None = None) -> int:
                               runs / f"a+{size}-{args.budget + pre:.0f}s-seed{args.seed}"))
     if "b" in only:
         rows.append(train_row(f"(b) recipe{tag}", folders, args.budget,
-                              ["--preset", "cpu-real", "--init", args.init, *seed, *extra_b],
+                              ["--preset", "cpu-real", *RECIPE_0_3, "--init", args.init, *seed, *extra_b],
                               runs / f"b{tag}-{length}-seed{args.seed}", args.epochs))
+    if "d" in only:
+        rows.append(train_row(f"(d) recipe{tag}", folders, args.budget,
+                              ["--preset", "cpu-real", "--init", args.init, *seed, *extra_b],
+                              runs / f"d{tag}-{length}-seed{args.seed}", args.epochs))
     if "c" in only:
         t = time.perf_counter()
         rows.append({"name": "(c) synthetic only", "run": None, "seconds": time.perf_counter() - t,
