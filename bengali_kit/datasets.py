@@ -30,11 +30,11 @@ from .data import check_labels_match_images, image_parquets, labels_array, read_
 from .distributed import barrier
 from .errors import DataError
 from .files import atomic_path
-from .synthetic import StreamConfig, SyntheticGraphemes
+from .synthetic import StreamConfig, SyntheticGraphemes, find_bengali_fonts
 
-__all__ = ["CacheDataset", "FixedSynthetic", "MixedDataset", "Sources", "build_sources", "split_indices",
-           "prepare_cache", "rendered_count", "folder_labels", "check_folder", "set_stream_epoch", "write_val_ids",
-           "read_val_ids", "VAL_IDS"]
+__all__ = ["CacheDataset", "FixedSynthetic", "MixedDataset", "Sources", "build_sources", "require_fonts",
+           "split_indices", "prepare_cache", "rendered_count", "folder_labels", "check_folder", "set_stream_epoch",
+           "write_val_ids", "read_val_ids", "VAL_IDS"]
 
 VAL_IDS = "val_ids.csv"  # in a run folder: the image ids of its validation set, read by ``evaluate``
 
@@ -213,6 +213,15 @@ def _folder(cfg: Any, data_dir: str, cache_dir: Path, is_main: bool):
                                    workers=cfg.preprocess_workers)
     rows, labels, row_ids = folder_labels(data_dir, ids)
     return npy, rows, labels, row_ids, crop
+
+
+def require_fonts(option: str) -> None:
+    """DataError naming ``option`` when no Bengali font is installed: the renderer starts only inside the
+    loader's workers, so without this check a run would fail there, after the cache is built, in a traceback."""
+    try:
+        find_bengali_fonts()
+    except RuntimeError as err:
+        raise DataError(option, f"rendering needs Bengali fonts: {err}") from None
 
 
 def _stream(cfg: Any, seed: int, length: int) -> SyntheticGraphemes:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .augment import BatchAugmenter
 from .components import COMPONENTS, SHORT_NAMES, grapheme_index, root_parts
-from .datasets import build_sources, check_folder, set_stream_epoch, write_val_ids
+from .datasets import build_sources, check_folder, require_fonts, set_stream_epoch, write_val_ids
 from .device import resolve_device
 from .distributed import barrier, dist_env, is_dist
 from .ema import ModelEMA
@@ -238,6 +238,8 @@ def _train(cfg: TrainConfig, resume: dict | None, device: torch.device, run: Pat
     cuda = device.type == "cuda"
 
     # ---- data
+    if cfg.synthetic_stream or cfg.synthetic_mix:
+        require_fonts("--synthetic-stream" if cfg.synthetic_stream else "--synthetic-mix")
     try:
         src = build_sources(cfg, rank, world)
     except OSError as err:  # a full disk or a read-only cache folder while building the cache

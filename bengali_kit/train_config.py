@@ -129,9 +129,10 @@ class TrainConfig:
     synthetic_stream: bool = _f(False, "train on graphemes rendered on the fly (no --data needed; validates "
                                        "on --val-data, else on --data, else on rendered images)", group="data")
     steps_per_epoch: int = _f(500, "batches per epoch with --synthetic-stream", group="data")
-    stream_alpha: float = _f(0.5, "--synthetic-stream label frequencies: real counts ** alpha (0: uniform)",
-                             group="data")
-    stream_novel_fraction: float = _f(0.2, "--synthetic-stream share of valid triples absent from the real data",
+    stream_alpha: float = _f(0.5, "rendered labels (--synthetic-stream, --synthetic-mix): real triples drawn "
+                                  "as their real counts ** alpha (0: uniformly)", group="data")
+    stream_novel_fraction: float = _f(0.2, "rendered labels: the share drawn from valid triples absent from the "
+                                           "real data (0.74 with alpha 0: uniform over all valid triples)",
                                       group="data")
     synthetic_mix: float = _f(0.0, "share of each training epoch rendered on the fly beside the images of "
                                    "--data (labels drawn as --stream-alpha and --stream-novel-fraction say, from "

@@ -23,14 +23,17 @@
 # 2. the starting point: `weights/synth-b0-64.pt`, a b0 pretrained on rendered graphemes only (no real
 #    image seen), shipped with the kit — from it a few CPU epochs already read real handwriting;
 # 3. describe the run with a `TrainConfig` (here the `cpu-real` preset: what you set wins) and call
-#    `train(cfg)`: augmentation on the device, one-cycle schedule, an EMA of the weights, checkpoints;
+#    `train(cfg)`: augmentation on the device, one-cycle schedule, an EMA of the weights, checkpoints, and a
+#    quarter of every epoch rendered on the fly from all valid graphemes (`SYNTHETIC_MIX`), so that the model
+#    keeps reading graphemes the real crops never show (Kaggle's private test set has about 900);
 # 4. look at the curves, the per-class recall and the classes the model gets wrong.
 #
 # **Data.** With `DATA_DIR = None` the notebook imports `REAL_LIMIT` real crops (whole triples, 4 train /
 # 1 validation each) from `../shared/reference/real_sample_64.npz` beside a checkout, else from the 300 crops
 # vendored in `tests/data/`. On Kaggle, attach the competition data, turn the GPU on and set e.g.
 # `DATA_DIR = "/kaggle/input/bengaliai-cv19"`, `IMAGE_SIZE = 128`, `EPOCHS = 30`, `BATCH_SIZE = 256`,
-# `PRESET = "kaggle"`, `INIT = None`, `PREPROCESS_WORKERS = None`.
+# `PRESET = "kaggle"`, `INIT = None`, `PREPROCESS_WORKERS = None`; rendering needs Bengali fonts there
+# (docs/kaggle.md, last section), else set `SYNTHETIC_MIX = 0`.
 #
 # **On Kaggle** the kit is not preinstalled: attach the dataset built by `bengali-kit package` (it holds the
 # kit's wheels, and with `--include-init weights/synth-b0-64.pt` the starting point under `init/`) and run
@@ -55,6 +58,7 @@ EPOCHS = int(os.environ.get("BENGALI_KIT_NB_EPOCHS", "4"))
 OPTIMIZER, LR, WEIGHT_DECAY = "adamw", 2e-3, 0.01
 BATCH_SIZE = 64
 MAX_STEPS = None  # cap on steps per epoch (None: whole epochs)
+SYNTHETIC_MIX = None  # share of each epoch rendered on the fly (None: the preset's, 0.25; 0: real images only)
 DEVICE = "auto"  # auto: a GPU this torch can run on, else the CPU
 PREPROCESS_WORKERS = 1  # threads for the crop/resize cache (None: all cores)
 SEED = 0
@@ -113,8 +117,8 @@ cfg = TrainConfig.from_preset(PRESET, data_dir=str(data_dir), val_data_dir=str(v
                               out_dir=str(run_dir), cache_dir=str(cache_dir), init=str(init) if init else None,
                               image_size=IMAGE_SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, max_steps=MAX_STEPS,
                               device=DEVICE, seed=SEED, overwrite=True, preprocess_workers=PREPROCESS_WORKERS,
-                              **{k: v for k, v in (("optimizer", OPTIMIZER), ("lr", LR), ("weight_decay", WEIGHT_DECAY))
-                                 if v is not None})
+                              **{k: v for k, v in (("optimizer", OPTIMIZER), ("lr", LR), ("weight_decay", WEIGHT_DECAY),
+                                                   ("synthetic_mix", SYNTHETIC_MIX)) if v is not None})
 pd.DataFrame({"value": {k: str(v) for k, v in cfg.to_dict().items()}}).T
 
 # %%

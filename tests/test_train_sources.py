@@ -151,6 +151,26 @@ def test_synthetic_mix_adds_rendered_graphemes_from_all_valid_triples(real_folde
         TrainConfig(data_dir="x", synthetic_mix=1.0).validate()
 
 
+def test_rendering_without_fonts_stops_in_one_line_before_the_cache(real_folders, tmp_path, monkeypatch, capsys):
+    """The preset's rendered share on a machine without Bengali fonts: exit status 2 and one line naming the
+    option, before any cache is built (the renderer itself only starts inside the loader's workers)."""
+    from bengali_kit.cli import main
+    from bengali_kit.synthetic import fonts
+
+    monkeypatch.setattr(fonts, "FONT_DIRS", (str(tmp_path / "no-fonts"),))
+    status = main(["train", "--preset", "cpu-real", "--data", str(real_folders / "train"), "--out",
+                   str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert err.startswith("bengali-kit train: error: --synthetic-mix: rendering needs Bengali fonts: no Bengali fonts "
+                          f"found in {tmp_path / 'no-fonts'}; install them with: apt-get install")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "last.pt").exists()
+    assert main(["train", "--preset", "cpu-real", "--synthetic-mix", "0", "--data", str(real_folders / "train"),
+                 "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+                 "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--max-steps", "1",
+                 "--preprocess-workers", "1"]) == 0  # the real images alone need no font
+
+
 def test_root_parts_are_the_letters_of_each_root():
     from bengali_kit.components import load_class_map, root_parts
 
