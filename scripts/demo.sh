@@ -29,10 +29,11 @@ REAL=../shared/reference/real_sample_64.npz
 [ -f "$REAL" ] || REAL=tests/data/real_slice_64.npz
 [ -f "$D/real/val/train.csv" ] || run bengali-kit import-crops "$REAL" "$D/real" --limit "$REAL_LIMIT" --files 1
 #    A short fine-tune takes AdamW over the preset's LARS: LARS (lr 3) wins from ~5 epochs of thousands of crops,
-#    but its first large steps shake the pretrained weights (benchmarks/README.md, "Recipe knobs").
+#    but its first large steps shake the pretrained weights (benchmarks/README.md, "Recipe knobs"); and 64 px,
+#    the pretraining's size, over the preset's 96, which pays only in a long run.
 run bengali-kit train --preset cpu-real --init weights/synth-b0-64.pt --data "$D/real/train" \
     --val-data "$D/real/val" --cache-dir "$D/cache" --out "$D/real_run" --epochs "$EPOCHS" --overwrite \
-    --optimizer adamw --lr 2e-3 --weight-decay 0.01
+    --optimizer adamw --lr 2e-3 --weight-decay 0.01 --size 64
 run bengali-kit evaluate --data "$D/real/val" --checkpoint "$D/real_run/best.pt" --worst 5
 
 # 2. The pipeline on synthetic competition files (the same starting point, fine-tuned on rendered images).
@@ -40,7 +41,7 @@ run bengali-kit evaluate --data "$D/real/val" --checkpoint "$D/real_run/best.pt"
 run bengali-kit preprocess "$D/data" --size 64 --out "$D/cache"
 if [ -f "$D/run/last.pt" ]; then resume=--resume; else resume=--overwrite; fi
 run bengali-kit train --preset cpu-real --init weights/synth-b0-64.pt --data "$D/data" --cache-dir "$D/cache" \
-    --out "$D/run" --epochs "$EPOCHS" $resume
+    --out "$D/run" --epochs "$EPOCHS" --size 64 $resume
 run bengali-kit evaluate --data "$D/data" --checkpoint "$D/run/best.pt" --worst 5
 run bengali-kit predict --data "$D/data" --checkpoint "$D/run/best.pt" --out "$D/submission.csv" --overwrite
 run bengali-kit package --checkpoint "$D/run/best.pt" --out "$D/kaggle_package" --user demo-user \
