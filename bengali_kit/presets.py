@@ -29,7 +29,6 @@ _KAGGLE: dict[str, Any] = {
     "label_smoothing": 0.1, "cutmix_p": 0.5, "mixup_p": 0.0, "mix_alpha": 1.0,
     "affine_degrees": 8.0, "affine_scale": (0.9, 1.1), "affine_translate": 0.06, "affine_shear": 8.0,
     "val_fraction": 0.05, "num_workers": 4, "amp": True, "channels_last": True, "ema_decay": 0.999,
-    **_RENDERED_QUARTER,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -43,10 +42,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "optimizer": "lars", "lr": 3.0, "weight_decay": 1e-4, "schedule": "onecycle", "warmup": 0.1,
                  "label_smoothing": 0.1, "cutmix_p": 0.0, "affine_degrees": 11.0, "affine_scale": (0.85, 1.15),
                  "affine_translate": 0.1, "affine_shear": 8.0, "ema_decay": 0.99, **_RENDERED_QUARTER},
-    "kaggle": _KAGGLE,
+    "kaggle": {**_KAGGLE, **_RENDERED_QUARTER},
     "kaggle-pretrain": {**_KAGGLE, "synthetic_stream": True, "steps_per_epoch": 2000, "epochs": 6,
-                        "cutmix_p": 0.0, "val_fraction": 0.05, "synthetic_mix": 0.0, "stream_alpha": 0.5,
-                        "stream_novel_fraction": 0.2},
+                        "cutmix_p": 0.0, "val_fraction": 0.05},
 }
 
 
