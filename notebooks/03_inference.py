@@ -173,7 +173,7 @@ else:
 # ## The shipped model on handwriting it never saw
 #
 # `weights/real-b0-96.pt` is efficientnet-b0, pretrained at 64 px on rendered graphemes and fine-tuned at 96 px
-# on the 6,460 real handwritten crops of the reference sample (`weights/README.md` has its commands; the
+# on 56,848 real handwritten crops, a quarter of each epoch rendered (`weights/README.md` has its commands; the
 # checkpoint carries its image size, and `evaluate` resizes to it). Here it reads the **held-out slice**,
 # `tests/data/real_heldout_64.npz`: 1,292 real crops, one of each (root, vowel, consonant) triple, from a file
 # no shipped model was trained on (`tests/data/README.md`; `tests/test_weights.py` checks the model card's
@@ -217,8 +217,9 @@ if real_weights is not None and heldout is not None:
 # reads a grapheme it never saw; Kaggle's private test set has such graphemes. Here the kit's synthetic
 # generator (`bengali_kit.synthetic`) **renders** a few valid triples that the real train set lacks
 # (`novel_triples()`: drawn with a Bengali font, then distorted to look handwritten). These images are
-# rendered, not written by hand, and the synthetic pretraining behind the model drew such triples too: the
-# figure shows the model on new graphemes, not a measure of its accuracy on them. Without a Bengali font
+# rendered, not written by hand, and the model trained on rendered images of such triples too (its pretraining,
+# and a quarter of every fine-tuning epoch): the figure shows the model on new graphemes, not a measure of its
+# accuracy on handwritten ones (`benchmarks/README.md`, "Unseen graphemes", has that). Without a Bengali font
 # installed (`scripts/setup.sh` installs them) the figure is skipped.
 
 # %%
