@@ -180,7 +180,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--also", action="append", default=[], metavar="FOLDER",
                    help="also score every labelled image of this folder, reported alone and together with --data "
                         "(e.g. import-crops' unseen/ beside val/: the unseen-triple detector's AUROC needs both); "
-                        "may be repeated")
+                        "a folder lacking some classes is also scored over its own labels; may be repeated")
     p.add_argument("--prior-power", type=non_negative_float, default=None, metavar="K", help=_PRIOR_HELP)
     p.add_argument("--tta", action="store_true", help="average flip-free shifted/scaled views")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per batch")
@@ -219,8 +219,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                   "scores": {k: float(v) for k, v in res.scores.items()},
                   "detector": res.detector}
         if res.folders:
-            record["folders"] = {f: {"n_images": part["n_images"], "scores": {k: float(v) for k, v in
-                                                                             part["scores"].items()}}
+            record["folders"] = {f: {"n_images": part["n_images"],
+                                     **{key: {k: float(v) for k, v in part[key].items()}
+                                        for key in ("scores", "present_scores")}}
                                  for f, part in res.folders.items()}
         atomic_write_text(args.json, json.dumps(record, indent=1) + "\n")
     return 0

@@ -4,7 +4,9 @@ By default only the images the run validated on are scored: training writes thei
 in the run folder, beside ``best.pt``/``last.pt``, and evaluation reads that file (it never works the split
 out again). ``all_images=True`` (``--all``) scores every labelled image instead, e.g. a held-out folder or a
 checkpoint without its run folder. ``also`` scores every labelled image of more folders beside it (e.g.
-import-crops' ``unseen/`` beside ``val/``), each reported alone and all together.
+import-crops' ``unseen/`` beside ``val/``), each reported alone and all together; a folder that lacks some
+classes is also scored over its own labels (``metrics.present_label_recalls``), the figure to compare with a
+folder that holds them all.
 
 When the checkpoint records its training triples and the scored images hold triples both in and not in
 that set, the unseen-image detector is scored too: how well a novelty score tells the images of unseen
@@ -24,7 +26,7 @@ from .components import COMPONENTS, SHORT_NAMES
 from .data import image_parquets, labels_array, parquet_ids, read_train_csv
 from .datasets import VAL_IDS, read_val_ids
 from .errors import DataError
-from .metrics import auroc, component_recalls, per_class_recall, weighted_recall
+from .metrics import auroc, component_recalls, per_class_recall, present_label_recalls
 from .model import load_checkpoint
 from .prediction import PredictionResult, predict_images
 from .priors import checkpoint_triples, confidence_novelty, in_triples, prior_corrected_labels
@@ -42,7 +44,8 @@ class EvaluationResult:
     subset: str  # which images were scored, in words
     prediction: PredictionResult
     y_true: np.ndarray = field(repr=False, default=None)
-    folders: dict[str, dict] = field(default_factory=dict)  # several folders: each one's n_images and scores
+    # several folders: each one's n_images, scores and present_scores (over the labels the folder holds)
+    folders: dict[str, dict] = field(default_factory=dict)
     detector: dict[str, float] | None = None  # detector_scores, where it applies
 
     def worst_classes(self, n: int = 10) -> pd.DataFrame:
@@ -60,6 +63,10 @@ class EvaluationResult:
             fs = part["scores"]
             lines.append(f"  {folder}: weighted {fs['weighted']:.4f} (" + ", ".join(
                 f"{SHORT_NAMES[c]} {fs[c]:.4f}" for c in COMPONENTS) + f"), {part['n_images']} images")
+            own = part["present_scores"]
+            if own != fs:  # the folder lacks classes the model predicted there: each counted a zero above
+                lines.append(f"    over its own labels: weighted {own['weighted']:.4f} (" + ", ".join(
+                    f"{SHORT_NAMES[c]} {own[c]:.4f}" for c in COMPONENTS) + ")")
         if self.detector:
             d = self.detector
             lines.append(f"  unseen-triple detector AUROC: confidence {d['auroc_confidence']:.3f}, predicted "
@@ -127,13 +134,15 @@ def detector_scores(probabilities: dict[str, np.ndarray], labels: np.ndarray, y_
 
 
 def sweep_prior_power(probabilities: dict[str, np.ndarray], y_true: np.ndarray, class_prior: Sequence[np.ndarray],
-                      powers: Sequence[float]) -> dict[float, float]:
+                      powers: Sequence[float], present_only: bool = False) -> dict[float, float]:
     """The weighted recall at each class-prior correction k in ``powers``, from kept probabilities.
 
     ``class_prior``: each head's log class frequency (``PredictionResult.class_prior``, or
-    ``priors.log_prior(ckpt["class_counts"])``); the network is not run again.
+    ``priors.log_prior(ckpt["class_counts"])``); the network is not run again. ``present_only``: over the
+    labels ``y_true`` holds (``metrics.present_label_recalls``).
     """
-    return {float(k): weighted_recall(y_true, prior_corrected_labels(probabilities, class_prior, float(k)))
+    score = present_label_recalls if present_only else component_recalls
+    return {float(k): score(y_true, prior_corrected_labels(probabilities, class_prior, float(k)))["weighted"]
             for k in powers}
 
 
@@ -205,7 +214,8 @@ def evaluate(data_dir: str | Path, checkpoint: str | Path | Sequence[str | Path]
         y = labels_array(labels_df.set_index("image_id").loc[res.image_ids].reset_index())
         results.append(res)
         truths.append(y)
-        parts[str(folder)] = {"n_images": int(res.n_images), "scores": component_recalls(y, res.labels)}
+        parts[str(folder)] = {"n_images": int(res.n_images), "scores": component_recalls(y, res.labels),
+                              "present_scores": present_label_recalls(y, res.labels)}
     res, y_true = _concat(results), np.concatenate(truths)
     subset = "all labelled images" if all_images else f"the run's validation images, {VAL_IDS}"
     if also:

@@ -9,7 +9,7 @@ from sklearn.metrics import recall_score
 
 from bengali_kit.components import COMPONENTS, N_CLASSES
 from bengali_kit.losses import MixedTargets, MultiHeadLoss
-from bengali_kit.metrics import component_recalls, per_class_recall, weighted_recall
+from bengali_kit.metrics import component_recalls, per_class_recall, present_label_recalls, weighted_recall
 from bengali_kit.model import Logits
 
 
@@ -57,6 +57,24 @@ def test_metric_uses_union_of_labels_like_kaggle():
     scores = component_recalls(y, yp)
     assert scores["grapheme_root"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
     assert scores["weighted"] == pytest.approx(0.5)
+
+
+def test_present_label_recall_leaves_out_the_classes_the_truth_lacks():
+    t = np.array([0, 0, 1])
+    p = np.array([0, 2, 1])
+    scores = present_label_recalls(np.stack([t, t, t], 1), np.stack([p, p, p], 1))
+    assert scores["grapheme_root"] == pytest.approx((0.5 + 1.0) / 2)  # class 2 is predicted, never true
+    # a subset holding half the roots, as unseen triples do: the mean recall of the roots it holds, while
+    # Kaggle's call also averages in a zero for each root the mistakes land on
+    y_true, y_pred = _random_labels(3000, 4)
+    subset = y_true[:, 0] < 84
+    own = present_label_recalls(y_true[subset], y_pred[subset])
+    table = per_class_recall(y_true[subset], y_pred[subset])
+    roots = table[(table["component"] == "grapheme_root") & (table["support"] > 0)]
+    assert len(roots) == 84 and own["grapheme_root"] == pytest.approx(roots["recall"].mean(), abs=1e-12)
+    assert component_recalls(y_true[subset], y_pred[subset])["grapheme_root"] < own["grapheme_root"] - 0.2
+    # every class present in the truth: the two are the same figure
+    assert present_label_recalls(y_true, y_pred) == component_recalls(y_true, y_pred)
 
 
 def test_metric_is_over_the_whole_set_not_per_batch():

@@ -18,7 +18,7 @@ from bengali_kit.cli import main
 from bengali_kit.components import COMPONENTS, N_CLASSES
 from bengali_kit.data import labels_array, read_test_csv, read_train_csv
 from bengali_kit.errors import DataError
-from bengali_kit.metrics import auroc, weighted_recall
+from bengali_kit.metrics import auroc, present_label_recalls, weighted_recall
 from bengali_kit.priors import (
     confidence_novelty,
     in_triples,
@@ -211,6 +211,15 @@ def test_evaluate_scores_val_and_unseen_together_with_the_detector(real_split, c
     assert record["folders"][str(unseen)]["scores"] == pytest.approx(alone.scores)
     assert alone.detector is None  # only unseen triples: nothing to tell apart
     assert f"  {unseen}: weighted {alone.scores['weighted']:.4f}" in text
+    # unseen/ holds 3 of the triples: over its own labels, a predicted class it lacks adds no zero
+    part = record["folders"][str(unseen)]
+    own, kaggle = part["present_scores"], part["scores"]
+    assert own == pytest.approx(present_label_recalls(res.y_true[54:], res.prediction.labels[54:]))
+    assert all(own[c] >= kaggle[c] for c in COMPONENTS)
+    # a head differs exactly where it predicts a class the folder lacks and reads some of its own
+    strays = [bool(set(res.prediction.labels[54:, i]) - set(res.y_true[54:, i])) for i in range(3)]
+    assert [own[c] != kaggle[c] for c in COMPONENTS] == [s and own[c] > 0 for s, c in zip(strays, COMPONENTS)]
+    assert (f"    over its own labels: weighted {own['weighted']:.4f} (root " in text) == (own != kaggle)
 
 
 def test_prior_power_in_evaluate_matches_the_sweep_on_kept_probabilities(real_split, counted_checkpoint):
