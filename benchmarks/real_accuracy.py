@@ -314,23 +314,23 @@ def main(argv: list[str] | None = None) -> int:
                 r["seen_subset"] = seen_subset_control(folders, Path(r["run"]))
             if args.prior_sweep and r.get("run"):
                 r["prior_sweep"] = prior_sweep(folders, Path(r["run"]), [float(k) for k in args.prior_sweep.split(",")])
-    print(f"\n{'':<34} weighted  root    vowel   consonant  seconds")
+    print(f"\n{'':<40} weighted  root    vowel   consonant  seconds")
     for r in rows:
         for label, key in (("", "scores"), ("  unseen triples", "unseen_scores"),
                            ("  unseen, own labels", "unseen_present")):
             if key in r:
                 s = r[key]
-                print(f"{r['name'] + label:<34} {s['weighted']:.4f}   " + "  ".join(f"{s[c]:.4f}" for c in COMPONENTS)
+                print(f"{r['name'] + label:<40} {s['weighted']:.4f}   " + "  ".join(f"{s[c]:.4f}" for c in COMPONENTS)
                       + f"   {r['seconds']:7.0f}")
         if r.get("seen_subset"):
             kaggle, own = r["seen_subset"]
-            print(f"{'  seen, as many triples as unseen':<34} {kaggle:.4f} (own labels {own:.4f}; mean of 5 draws)")
+            print(f"{'  seen, as many triples as unseen':<40} {kaggle:.4f} (own labels {own:.4f}; mean of 5 draws)")
         if r.get("detector"):
             d = r["detector"]
-            print(f"{'  detector AUROC':<34} confidence {d['auroc_confidence']:.4f}, "
+            print(f"{'  detector AUROC':<40} confidence {d['auroc_confidence']:.4f}, "
                   f"predicted triple {d['auroc_predicted_triple']:.4f}")
         for k, (seen, unseen, own) in r.get("prior_sweep", {}).items():
-            print(f"{'  prior k=' + k:<34} seen {seen:.4f}, unseen {unseen:.4f} (own labels {own:.4f})")
+            print(f"{'  prior k=' + k:<40} seen {seen:.4f}, unseen {unseen:.4f} (own labels {own:.4f})")
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "results.jsonl", "a") as fh:
         for r in rows:
