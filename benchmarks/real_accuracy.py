@@ -19,7 +19,9 @@ Side by side:
   (b)  the recipe of kit 0.3 (``--preset cpu-real`` with the 0.3 values pinned: 64 px, no rendered share,
        no erasing) ``--init <synthetic checkpoint>``, ``--budget`` seconds; the knob rows are (b) + ``--set``;
   (c)  the synthetic checkpoint alone (``evaluate --all`` on the validation crops): no real image seen;
-  (d)  the recipe as it stands: ``--preset cpu-real --init <synthetic checkpoint>``, ``--budget`` seconds.
+  (d)  the recipe as it stands: ``--preset cpu-real --init <synthetic checkpoint>``, ``--budget`` seconds; its
+       checkpoints carry the preset's class-prior correction k 0.5 (from 2026-12-06), so its rows are scored
+       with it; ``--prior-sweep`` rescores every row at each k.
 
     python benchmarks/real_accuracy.py --budget 3600 --init weights/synth-b0-64.pt
     python benchmarks/real_accuracy.py --budget 600 --only b --set ema_decay=0 --tag no-ema   # a knob row
@@ -67,7 +69,7 @@ HELDOUT = ROOT / "tests" / "data" / "real_heldout_64.npz"
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 # (b): what ``cpu-real`` held in kit 0.3, before issue 28's levers joined the preset
-RECIPE_0_3 = ["--image-size", "64", "--synthetic-mix", "0", "--erase-p", "0"]
+RECIPE_0_3 = ["--image-size", "64", "--synthetic-mix", "0", "--erase-p", "0", "--prior-power", "0"]
 
 PLAIN = ["--pooling", "avg", "--optimizer", "adamw", "--weight-decay", "0", "--lr", "3e-3", "--batch-size", "64",
          "--schedule", "onecycle", "--warmup", "0.1", "--affine-degrees", "11", "--affine-scale", "0.85", "1.15",

@@ -274,9 +274,11 @@ def train_one_epoch(state: TrainState, loader: Sequence, schedule: Schedule, clo
 
 @torch.no_grad()
 def validate(state: TrainState, loader: Sequence, val_labels: np.ndarray, positions: np.ndarray,
-             ) -> tuple[dict, float, np.ndarray]:
+             prior_shift: Sequence[torch.Tensor] | None = None) -> tuple[dict, float, np.ndarray]:
     """Predict this rank's validation shard, gather all shards, score the whole validation set.
 
+    ``prior_shift``: each head's k * log class prior, subtracted from the logits before the argmax (the
+    class-prior correction, as ``priors.prior_corrected`` applies it to probabilities); None: plain argmax.
     Returns (component recalls and "weighted", mean loss, predictions (n_val, 3) in ``val_labels`` order).
     """
     net = state.eval_model  # never the DDP wrapper: ranks see different numbers of batches
@@ -293,6 +295,8 @@ def validate(state: TrainState, loader: Sequence, val_labels: np.ndarray, positi
         with state.autocast():
             logits = net(x)
             loss_sum += float(state.loss_fn(logits, y)) * len(y)
+        if prior_shift is not None:  # argmax of log p - k log prior = argmax of the logits - k log prior
+            logits = [z.float() - shift for z, shift in zip(logits, prior_shift)]
         preds.append(torch.stack([z.argmax(1) for z in logits], 1).cpu())
     pred = torch.cat(preds).numpy() if preds else np.zeros((0, 3), dtype=np.int64)
     pos = positions

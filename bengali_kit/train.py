@@ -61,7 +61,7 @@ from .finetune import load_init_weights
 from .losses import MultiHeadLoss
 from .model import ModelConfig, build_model, check_image_size, load_checkpoint, save_checkpoint
 from .optim import LARS, lars_param_groups
-from .priors import training_label_record
+from .priors import log_prior, training_label_record
 from .train_config import TrainConfig
 
 __all__ = ["TrainConfig", "train", "save_last"]
@@ -300,6 +300,11 @@ def _train(cfg: TrainConfig, resume: dict | None, device: torch.device, run: Pat
             "data_source": "synthetic-stream" if cfg.synthetic_stream else "folder"}
     if not cfg.synthetic_stream:  # the real labels' class counts and triples: rendered images are not counted
         meta.update(training_label_record(getattr(src.train_set, "real", src.train_set).labels))
+    prior_shift = None
+    if cfg.prior_power:  # carried for inference; validation scores with it, so best.pt is chosen as it predicts
+        meta["inference"] = {"prior_power": float(cfg.prior_power)}
+        prior_shift = [torch.as_tensor(cfg.prior_power * head, dtype=torch.float32, device=device)
+                       for head in log_prior(meta["class_counts"])]
     show = cfg.progress and is_main  # bars; the one line per epoch is printed either way
     budget = f", time budget {cfg.time_budget:.0f}s" if cfg.time_budget else ""
     if is_main:
@@ -322,7 +327,7 @@ def _train(cfg: TrainConfig, resume: dict | None, device: torch.device, run: Pat
         scores = y_pred = None
         val_loss = math.nan
         if last or state.epoch % cfg.val_every == 0:
-            scores, val_loss, y_pred = validate(state, val_loader, src.val_labels, src.val_positions)
+            scores, val_loss, y_pred = validate(state, val_loader, src.val_labels, src.val_positions, prior_shift)
             bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
                             val_recall=f"{scores['weighted']:.4f}")
         bar.close()

@@ -35,6 +35,7 @@ OPTION_GROUPS: dict[str, str] = {
     "loss": "weights of the heads' losses and label smoothing",
     "schedule": "how long to train, the learning-rate schedule, when to validate",
     "augmentation": "random affine transforms, cutmix and mixup of the training batches",
+    "inference": "what the run's checkpoints carry for predict, evaluate and the Kaggle kernel",
     "run": "preset, output folder, seed, resuming, device, speed and logging",
 }
 
@@ -103,6 +104,9 @@ class TrainConfig:
     cutmix_p: float = _f(0.3, "probability that a batch gets cutmix", group="augmentation")
     mixup_p: float = _f(0.0, "probability that a batch gets mixup (cutmix_p + mixup_p <= 1)", group="augmentation")
     mix_alpha: float = _f(1.0, "Beta(alpha, alpha) parameter of cutmix/mixup", group="augmentation")
+    prior_power: float = _f(0.0, "class-prior correction k the checkpoints carry: predictions are the argmax of "
+                            "p / count**k per head, count being the training images of each class (recorded); "
+                            "validation scores with it too (0: plain argmax)", group="inference")
     val_fraction: float = _f(0.2, "validation fraction, stratified by grapheme root (when n_folds is 0)", group="data")
     n_folds: int = _f(0, "k-fold split stratified by grapheme root (0: use val_fraction)", group="data")
     fold: int = _f(0, "which fold is the validation set when n_folds > 0", group="data")
@@ -166,6 +170,9 @@ class TrainConfig:
         need(0 <= self.stream_novel_fraction < 1,
              f"stream_novel_fraction must be in [0, 1), got {self.stream_novel_fraction}")
         need(0 <= self.erase_p <= 1, f"--erase-p must be in [0, 1], got {self.erase_p}")
+        need(self.prior_power >= 0, f"--prior-power must be >= 0, got {self.prior_power}")
+        need(not (self.prior_power and self.synthetic_stream),
+             "--prior-power needs the training class counts, which rendered images (--synthetic-stream) do not give")
         need(0 <= self.synthetic_mix < 1, f"--synthetic-mix must be in [0, 1), got {self.synthetic_mix}")
         need(not (self.synthetic_mix and self.synthetic_stream),
              "--synthetic-mix adds rendered images to --data; --synthetic-stream already trains on them alone")
