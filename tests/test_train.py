@@ -66,8 +66,8 @@ def _assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-def _rescore(run: Path) -> dict:
-    """Score best.pt on the run's validation split, independently of the training loop."""
+def _validation_set(run: Path) -> tuple:
+    """best.pt's model and checkpoint, and the run's validation images (float input) and labels, read anew."""
     from bengali_kit.data import read_train_csv
     from bengali_kit.preprocess import folder_cache_dir, load_cache
 
@@ -77,12 +77,17 @@ def _rescore(run: Path) -> dict:
     df = read_train_csv(Path(cfg.data_dir) / "train.csv").set_index("image_id").loc[np.asarray(ids).astype(str)]
     labels = df[list(COMPONENTS)].to_numpy()
     _, val = split_indices(labels[:, 0], cfg.val_fraction, cfg.n_folds, cfg.fold, cfg.seed)
-    with torch.no_grad():
-        x = torch.from_numpy(np.asarray(images[val])).unsqueeze(1).float() / 255
-        pred = torch.stack([z.argmax(1) for z in model(x)], 1).numpy()
     val_ids = read_val_ids(run / "val_ids.csv")  # the run's own record of its validation images
     assert np.array_equal(np.sort(val_ids), np.sort(np.asarray(ids).astype(str)[val]))
-    return {"n_val": len(val), **component_recalls(labels[val], pred)}
+    return model, ckpt, torch.from_numpy(np.asarray(images[val])).unsqueeze(1).float() / 255, labels[val]
+
+
+def _rescore(run: Path) -> dict:
+    """Score best.pt on the run's validation split, independently of the training loop."""
+    model, _, x, labels = _validation_set(run)
+    with torch.no_grad():
+        pred = torch.stack([z.argmax(1) for z in model(x)], 1).numpy()
+    return {"n_val": len(labels), **component_recalls(labels, pred)}
 
 
 # ---------------------------------------------------------------- a run
@@ -363,25 +368,17 @@ def test_val_every_validates_every_nth_epoch_and_the_last(synth_dir, cache_dir, 
 
 def test_prior_power_is_carried_and_validation_scores_with_it(synth_dir, cache_dir, tmp_path):
     """``--prior-power K``: both checkpoints carry K, and the validation figure is best.pt's corrected argmax."""
-    from bengali_kit.data import read_train_csv
-    from bengali_kit.preprocess import folder_cache_dir, load_cache
     from bengali_kit.priors import log_prior, prior_corrected_labels
 
     run = train(_cfg(synth_dir, tmp_path / "k", cache_dir, epochs=1, prior_power=2.0))
-    model, ckpt = load_model(run / "best.pt")
+    model, ckpt, x, labels = _validation_set(run)
     assert ckpt["inference"] == {"prior_power": 2.0} == load_checkpoint(run / "last.pt")["inference"]
-    cfg = TrainConfig.from_dict(ckpt["train_config"])
-    images, ids = load_cache(folder_cache_dir(cfg.cache_dir, cfg.data_dir, cfg.image_size), "train", cfg.image_size)
-    df = read_train_csv(Path(cfg.data_dir) / "train.csv").set_index("image_id").loc[np.asarray(ids).astype(str)]
-    labels = df[list(COMPONENTS)].to_numpy()
-    _, val = split_indices(labels[:, 0], cfg.val_fraction, cfg.n_folds, cfg.fold, cfg.seed)
     with torch.no_grad():
-        x = torch.from_numpy(np.asarray(images[val])).unsqueeze(1).float() / 255
         probs = [z.softmax(1).double().numpy() for z in model(x)]
     corrected = prior_corrected_labels(probs, log_prior(ckpt["class_counts"]), 2.0)
     plain = np.stack([p.argmax(1) for p in probs], 1)
     assert (corrected != plain).any()  # k 2 moves some predictions: the check below can tell the two apart
-    assert ckpt["scores"] == pytest.approx(component_recalls(labels[val], corrected), abs=1e-12)
+    assert ckpt["scores"] == pytest.approx(component_recalls(labels, corrected), abs=1e-12)
     with pytest.raises(ValueError, match="--prior-power needs the training class counts"):
         TrainConfig(synthetic_stream=True, prior_power=0.5).validate()
 
