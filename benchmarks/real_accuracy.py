@@ -145,13 +145,11 @@ def prior_sweep(folders: Path, run: Path, powers: list[float]) -> dict[str, tupl
 
     ck = run / "best.pt"
     prior = log_prior(checkpoint_class_counts(load_checkpoint(ck), ck))
-    found = {}
-    for name in ("val", "unseen"):
-        probs = _probabilities(folders, run, name)
-        for present_only in (False, True):
-            found[name, present_only] = sweep_prior_power({c: probs[c] for c in COMPONENTS}, probs["y_true"], prior,
-                                                          powers, present_only=present_only)
-    return {f"{k:g}": (found["val", False][k], found["unseen", False][k], found["unseen", True][k]) for k in powers}
+    probs = {name: _probabilities(folders, run, name) for name in ("val", "unseen")}
+    found = [sweep_prior_power({c: probs[name][c] for c in COMPONENTS}, probs[name]["y_true"], prior, powers,
+                               present_only=present_only)
+             for name, present_only in (("val", False), ("unseen", False), ("unseen", True))]
+    return {f"{k:g}": tuple(sweep[k] for sweep in found) for k in powers}
 
 
 def seen_subset_control(folders: Path, run: Path, draws: int = 5) -> tuple[float, float]:
