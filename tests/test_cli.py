@@ -26,6 +26,18 @@ def test_one_spelling_for_no_progress(command):
         assert "--no-progress" in opts
 
 
+@pytest.mark.parametrize("command, options", [
+    ("preprocess", ("--size", "--out", "--workers", "--split", "--force", "--interpolation")),
+    ("synth", ("--train-rows", "--test-rows", "--seed", "--files", "--holdout-fonts", "--overwrite")),
+])
+def test_help_exits_cleanly_and_lists_the_options(command, options, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert [option for option in options if option not in text] == []
+
+
 def test_usage_errors_are_one_line_naming_the_option(capsys):
     for argv, fragment in [
         (["predict", "--data", "d", "--checkpoint", "c.pt", "--batch-size", "0"],

@@ -292,12 +292,3 @@ def test_cli_skips_a_split_without_parquets_and_fails_without_any(tmp_path, caps
     assert "no train_image_data" in err and len(err.strip().splitlines()) == 1
     assert main(["preprocess", str(tmp_path / "missing"), "--out", str(tmp_path / "d")]) == 2
     assert "data folder not found" in capsys.readouterr().err
-
-
-def test_cli_help(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["preprocess", "--help"])
-    assert exc.value.code == 0
-    text = capsys.readouterr().out
-    for option in ("--size", "--out", "--workers", "--split", "--force", "--interpolation"):
-        assert option in text

@@ -341,9 +341,3 @@ def test_cli_synth(tmp_path, capsys):
     assert len(read_train_csv(out / "train.csv")) == 8
     assert main(args) == 2  # the folder is no longer empty
     assert "not empty" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main(["synth", "--help"])
-    assert exc.value.code == 0
-    help_text = capsys.readouterr().out
-    for opt in ("--train-rows", "--test-rows", "--seed", "--files", "--holdout-fonts", "--overwrite"):
-        assert opt in help_text
