@@ -137,18 +137,20 @@ def _probabilities(folders: Path, run: Path, name: str) -> dict[str, np.ndarray]
         return {k: found[k] for k in found.files}
 
 
-def prior_sweep(folders: Path, run: Path, powers: list[float]) -> dict[str, tuple[float, float, float]]:
-    """Seen and unseen weighted recall of ``run``'s best.pt at each class-prior correction k; the third figure
-    is unseen over its own labels (``metrics.present_label_recalls``)."""
+def prior_sweep(folders: Path, run: Path, powers: list[float]) -> dict[str, tuple[float, ...]]:
+    """Weighted recall of ``run``'s best.pt on the validation crops at each class-prior correction k; on a split
+    with ``unseen/``, then the unseen triples' by Kaggle's call and over their own labels
+    (``metrics.present_label_recalls``)."""
     from bengali_kit.evaluation import sweep_prior_power
     from bengali_kit.priors import checkpoint_class_counts, log_prior
 
     ck = run / "best.pt"
     prior = log_prior(checkpoint_class_counts(load_checkpoint(ck), ck))
-    probs = {name: _probabilities(folders, run, name) for name in ("val", "unseen")}
+    scored = [("val", False)] + ([("unseen", False), ("unseen", True)] if (folders / "unseen").is_dir() else [])
+    probs = {name: _probabilities(folders, run, name) for name in dict(scored)}
     found = [sweep_prior_power({c: probs[name][c] for c in COMPONENTS}, probs[name]["y_true"], prior, powers,
                                present_only=present_only)
-             for name, present_only in (("val", False), ("unseen", False), ("unseen", True))]
+             for name, present_only in scored]
     return {f"{k:g}": tuple(sweep[k] for sweep in found) for k in powers}
 
 
@@ -249,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(default); 5: real_sample_64.npz alone, 4 train / 1 val per triple")
     ap.add_argument("--split-seed", type=int, default=0, help="seed of the split (and of the held-out triples)")
     ap.add_argument("--prior-sweep", default="", metavar="K,K,...",
-                    help="with --unseen: seen and unseen recall of each trained row at these class-prior "
-                         "corrections k (argmax of p / count**k), e.g. 0,0.25,0.5,0.75,1")
+                    help="recall of each trained row at these class-prior corrections k (argmax of "
+                         "p / count**k), with --unseen for seen and unseen triples; e.g. 0,0.25,0.5,0.75,1")
     ap.add_argument("--train-per-triple", type=int, default=None,
                     help="train on this many crops of each triple (subsets of the 39; same validation crops)")
     ap.add_argument("--blend", default="", metavar="SPECIALIST,GENERALIST",
@@ -312,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                       both["detector"])
             if r.get("run"):
                 r["seen_subset"] = seen_subset_control(folders, Path(r["run"]))
-            if args.prior_sweep and r.get("run"):
+    if args.prior_sweep:
+        for r in rows:
+            if r.get("run"):
                 r["prior_sweep"] = prior_sweep(folders, Path(r["run"]), [float(k) for k in args.prior_sweep.split(",")])
     print(f"\n{'':<40} weighted  root    vowel   consonant  seconds")
     for r in rows:
@@ -329,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
             d = r["detector"]
             print(f"{'  detector AUROC':<40} confidence {d['auroc_confidence']:.4f}, "
                   f"predicted triple {d['auroc_predicted_triple']:.4f}")
-        for k, (seen, unseen, own) in r.get("prior_sweep", {}).items():
-            print(f"{'  prior k=' + k:<40} seen {seen:.4f}, unseen {unseen:.4f} (own labels {own:.4f})")
+        for k, (seen, *unseen) in r.get("prior_sweep", {}).items():
+            print(f"{'  prior k=' + k:<40} seen {seen:.4f}"
+                  + (f", unseen {unseen[0]:.4f} (own labels {unseen[1]:.4f})" if unseen else ""))
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "results.jsonl", "a") as fh:
         for r in rows:
