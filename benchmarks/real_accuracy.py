@@ -147,7 +147,7 @@ def prior_sweep(folders: Path, run: Path, powers: list[float]) -> dict[str, tupl
     ck = run / "best.pt"
     prior = log_prior(checkpoint_class_counts(load_checkpoint(ck), ck))
     scored = [("val", False)] + ([("unseen", False), ("unseen", True)] if (folders / "unseen").is_dir() else [])
-    probs = {name: _probabilities(folders, run, name) for name in dict(scored)}
+    probs = {name: _probabilities(folders, run, name) for name in {name for name, _ in scored}}
     found = [sweep_prior_power({c: probs[name][c] for c in COMPONENTS}, probs[name]["y_true"], prior, powers,
                                present_only=present_only)
              for name, present_only in scored]
