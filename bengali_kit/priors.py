@@ -78,10 +78,13 @@ def resolve_prior_power(ckpt: Mapping[str, Any], where: str | Path, override: fl
 
 
 def log_prior(counts: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Each head's log class frequency; a class never seen counts as one image, so its correction stays finite."""
+    """Each head's log class frequency; a class never seen counts as the rarest class seen (finite, and
+    k never favours a class the model has no evidence for over the rare ones it learnt)."""
     out = []
     for c in counts:
-        c = np.maximum(np.asarray(c, dtype=np.float64), 1.0)
+        c = np.asarray(c, dtype=np.float64)
+        rarest_seen = c[c > 0].min() if (c > 0).any() else 1.0
+        c = np.where(c > 0, c, rarest_seen)
         out.append(np.log(c / c.sum()))
     return out
 

@@ -71,8 +71,11 @@ def test_prior_correction_moves_the_argmax_to_rarer_classes_as_k_grows():
         assert (prior_corrected(q, flat, k) == q.argmax(1)).all()
     # a class the model gives no probability is never picked, however rare
     assert prior_corrected(np.array([[0.9, 0.1, 0.0]]), prior, 5.0)[0] == 1
-    # a class never seen in training counts as one image: the same correction as a count of 1, finite
-    assert np.array_equal(log_prior([np.array([100, 10, 0])])[0], prior)
+    # a class never seen in training counts as the rarest class seen: finite, and never boosted above it
+    unseen = log_prior([np.array([100, 10, 0])])[0]
+    assert np.array_equal(unseen, log_prior([np.array([100, 10, 10])])[0])
+    assert prior_corrected(np.array([[0.6, 0.3, 0.1]]), unseen, 3.0)[0] == 1
+    assert np.array_equal(log_prior([np.zeros(3)])[0], log_prior([np.ones(3)])[0])
 
 
 def test_prior_correction_is_the_argmax_of_p_over_count_to_the_k():
