@@ -12,7 +12,9 @@
   at 128 px, batch 128, 40 epochs of AdamW one-cycle, GeM, label smoothing, cutmix, an EMA of the weights,
   and the same rendered quarter and k 0.5 as ``cpu-real`` (Bengali fonts needed: docs/kaggle.md).
 - ``kaggle-pretrain``: the optional first stage of ``kaggle``: the same model on the synthetic stream (no data
-  folder needed); then ``--preset kaggle --init <that run>/last.pt``.
+  folder needed), labels uniform over all valid triples like the rendered quarter (the pretraining that lifted
+  unseen graphemes most on the CPU: benchmarks/README.md, "The pretraining lever"); then ``--preset kaggle
+  --init <that run>/last.pt``.
 """
 from __future__ import annotations
 
@@ -50,7 +52,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  **_PRIOR_HALF},
     "kaggle": {**_KAGGLE, **_RENDERED_QUARTER, **_PRIOR_HALF},
     "kaggle-pretrain": {**_KAGGLE, "synthetic_stream": True, "steps_per_epoch": 2000, "epochs": 6,
-                        "cutmix_p": 0.0, "val_fraction": 0.05},
+                        "cutmix_p": 0.0, "val_fraction": 0.05, "stream_alpha": 0.0,
+                        "stream_novel_fraction": _RENDERED_QUARTER["stream_novel_fraction"]},
 }
 
 

@@ -437,6 +437,19 @@ def test_typed_options_win_over_the_preset_even_when_equal_to_the_default(typed,
     assert plain == TrainConfig(data_dir="d") and plain.epochs == 2
 
 
+@pytest.mark.parametrize("preset", ["cpu-real", "kaggle", "kaggle-pretrain"])
+def test_rendering_presets_draw_every_valid_triple_about_equally(preset):
+    from bengali_kit.synthetic.labels import LabelSampler
+
+    cfg = TrainConfig.from_preset(preset, data_dir="d")
+    sampler = LabelSampler(cfg.stream_alpha, cfg.stream_novel_fraction)
+    per_real = (1 - sampler.novel_fraction) * sampler.real_p  # each real triple's chance per draw
+    per_novel = sampler.novel_fraction / len(sampler.novel)  # each novel triple's
+    assert len(sampler.real) == 1292 and len(sampler.novel) > 2 * len(sampler.real)
+    # uniform over all valid triples: no real triple favoured, novel ones within 2 % of real ones
+    assert np.ptp(per_real) < 1e-12 and abs(per_novel / per_real[0] - 1) < 0.02
+
+
 def test_val_ids_round_trip(tmp_path):
     from bengali_kit.datasets import write_val_ids
 
