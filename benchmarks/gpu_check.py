@@ -52,7 +52,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CROPS = ROOT / "tests" / "data" / "real_slice_64.npz"
-INIT_WEIGHTS = ROOT / "weights" / "synth-b0-64.pt"
+INIT_WEIGHTS = ROOT / "weights" / "synth-b0-96.pt"
 JSON_NAME, LOG_NAME = "gpu_check.json", "gpu_check.log"
 TOTAL_BUDGET_S = 480.0  # the whole check on one GPU: 8 minutes
 KERNEL_ROWS = 50_210  # rows of one real test parquet

@@ -239,7 +239,7 @@ def _add_package(p: argparse.ArgumentParser) -> None:
                         "p100 (NvidiaTeslaP100) falls back to the CPU, Kaggle's torch having no P100 kernels")
     p.add_argument("--include-init", default=None, metavar="CKPT",
                    help="also bundle this checkpoint under init/ as a starting point for training on Kaggle "
-                        "(e.g. weights/synth-b0-64.pt, for train --init)")
+                        "(e.g. weights/synth-b0-96.pt, for train --init)")
     p.add_argument("--wheel-dir", default=None,
                    help="folder of prebuilt wheels (bengali_kit-*.whl, efficientnet_pytorch-*.whl) to use "
                         "instead of building them")
@@ -335,7 +335,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
                      "kept one), model config, image size, crop parameters, scores and training config; no "
                      "optimizer or RNG state. Float16 by default (half the size; loading casts back).")
     p.add_argument("checkpoint", help="a run's best.pt or last.pt")
-    p.add_argument("out", help="file to write, e.g. weights/synth-b0-64.pt")
+    p.add_argument("out", help="file to write, e.g. weights/synth-b0-96.pt")
     p.add_argument("--float32", action="store_true", help="keep float32 weights instead of float16")
     p.add_argument("--prior-power", type=non_negative_float, default=None, metavar="K",
                    help="class-prior correction k that predict, evaluate and the Kaggle kernel apply by default with "

@@ -106,7 +106,7 @@ REPO_CANDIDATES = (Path(__file__).resolve().parents[1], Path.cwd(), Path.cwd().p
 def find_file(*relative: str, roots: tuple = REPO_CANDIDATES) -> Path | None:
     """The first existing ``root / rel`` for the given relative paths (in order) and roots, else None.
 
-    E.g. ``find_file("weights/synth-b0-64.pt")`` or ``find_file("../shared/reference/real_sample_64.npz",
+    E.g. ``find_file("weights/synth-b0-96.pt")`` or ``find_file("../shared/reference/real_sample_64.npz",
     "tests/data/real_slice_64.npz")``: the full real sample beside a checkout, else the vendored slice.
     """
     for rel in relative:

@@ -1,8 +1,9 @@
 """Named sets of training settings (``bengali-kit train --preset NAME``); options typed on the command line win.
 
 - ``cpu-pretrain``: pretraining on the on-the-fly synthetic stream on a CPU (efficientnet-b0 at 64 px), the
-  recipe of ``weights/synth-b0-64.pt``; give it a ``--time-budget`` and ``--val-data`` of real crops to watch.
-- ``cpu-real``: fine-tuning on real crops on a CPU from ``--init weights/synth-b0-64.pt``: b0 at 96 px, LARS
+  first stage of ``weights/synth-b0-96.pt`` (its second continues at 96 px with labels uniform over all valid
+  triples: weights/README.md); give it a ``--time-budget`` and ``--val-data`` of real crops to watch.
+- ``cpu-real``: fine-tuning on real crops on a CPU from ``--init weights/synth-b0-96.pt``: b0 at 96 px, LARS
   one-cycle, and a quarter of every epoch rendered on the fly from all valid triples (``synthetic_mix`` with
   uniform labels, three quarters of them graphemes absent from the real data), which keeps the pretraining's
   reading of unseen graphemes alive (benchmarks/README.md, "Unseen graphemes at 45 per triple"); its

@@ -20,7 +20,7 @@
 # cross-entropies (2:1:1, like the metric). Everything here is a call into `bengali_kit`:
 #
 # 1. the data: real handwritten crops imported as competition folders (`import-crops`), or your folder;
-# 2. the starting point: `weights/synth-b0-64.pt`, a b0 pretrained on rendered graphemes only (no real
+# 2. the starting point: `weights/synth-b0-96.pt`, a b0 pretrained on rendered graphemes only (no real
 #    image seen), shipped with the kit — from it a few CPU epochs already read real handwriting;
 # 3. describe the run with a `TrainConfig` (here the `cpu-real` preset: what you set wins) and call
 #    `train(cfg)`: augmentation on the device, one-cycle schedule, an EMA of the weights, checkpoints, and a
@@ -36,7 +36,7 @@
 # (docs/kaggle.md, last section), else set `SYNTHETIC_MIX = 0`.
 #
 # **On Kaggle** the kit is not preinstalled: attach the dataset built by `bengali-kit package` (it holds the
-# kit's wheels, and with `--include-init weights/synth-b0-64.pt` the starting point under `init/`) and run
+# kit's wheels, and with `--include-init weights/synth-b0-96.pt` the starting point under `init/`) and run
 # `!pip install --no-index --no-deps --find-links /kaggle/input/<its-slug>/wheels bengali_kit efficientnet_pytorch`
 # in a first cell.
 
@@ -46,7 +46,7 @@ import os
 DATA_DIR = os.environ.get("BENGALI_KIT_NB_DATA") or None  # competition folder; None -> real crops
 REAL_NPZ = os.environ.get("BENGALI_KIT_NB_REAL") or None  # real crops; None -> the sample beside the checkout
 REAL_LIMIT = int(os.environ.get("BENGALI_KIT_NB_REAL_LIMIT", "600"))  # crops imported (whole triples)
-INIT = "auto"  # starting weights: "auto" -> weights/synth-b0-64.pt; None -> from scratch
+INIT = "auto"  # starting weights: "auto" -> weights/synth-b0-96.pt; None -> from scratch
 WORK_DIR = os.environ.get("BENGALI_KIT_NB_WORK", "work")  # cache and run folder go here
 RUN_NAME = "run"  # the run folder is WORK_DIR/RUN_NAME (03_inference looks there for best.pt)
 PRESET = "cpu-real"  # named settings (bengali_kit.presets); the values below win over it
@@ -87,7 +87,7 @@ if DATA_DIR is None:  # real crops -> work/real/train and work/real/val (competi
     print(f"{report.n_train} train + {report.n_val} validation real crops of {report.n_triples} triples from {npz}")
 else:
     data_dir, val_dir = Path(DATA_DIR), None
-init = find_file("weights/synth-b0-64.pt") if INIT == "auto" else INIT
+init = find_file("weights/synth-b0-96.pt") if INIT == "auto" else INIT
 print("data:", data_dir, "| validation:", val_dir or "a stratified split of the data", "| init:", init)
 
 # %% [markdown]

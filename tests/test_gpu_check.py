@@ -53,7 +53,7 @@ def test_dry_run_records_every_step_with_numbers(tmp_path):
     assert resume["resume_bit_exact"] is True  # promised on the CPU
     assert resume["best_is_ema"] is True and resume["ema_updates"] == resume["steps"] == 2
     finetune = steps["finetune"]
-    assert finetune["init"] == "synth-b0-64.pt" and finetune["steps"] > 0
+    assert finetune["init"] == "synth-b0-96.pt" and finetune["steps"] > 0
     assert 0 <= finetune["val_weighted"] <= 1
     assert all(_numbers(rec) for rec in steps.values())
     log = (out / "gpu_check.log").read_text()

@@ -161,7 +161,7 @@ def test_shipped_weights_load_and_score_what_the_card_says(name, heldout_folder,
 
 @pytest.mark.slow
 def test_shipped_weights_go_into_a_kaggle_package(tmp_path):
-    """``package --checkpoint weights/real-b0-96.pt --include-init weights/synth-b0-64.pt``: both bundled as
+    """``package --checkpoint weights/real-b0-96.pt --include-init weights/synth-b0-96.pt``: both bundled as
     float16, listed in the manifest, loadable from the package."""
     from bengali_kit.kaggle.search import MANIFEST
 
@@ -169,10 +169,10 @@ def test_shipped_weights_go_into_a_kaggle_package(tmp_path):
     out = tmp_path / "pkg"
     assert main(["package", *[a for n in models for a in ("--checkpoint", str(WEIGHTS / n))], "--out", str(out),
                  "--user", "someone", "--slug", "bengali-shipped", "--include-init",
-                 str(WEIGHTS / "synth-b0-64.pt")]) == 0
+                 str(WEIGHTS / "synth-b0-96.pt")]) == 0
     manifest = json.loads((out / MANIFEST).read_text())
     assert [c["file"] for c in manifest["checkpoints"]] == [f"checkpoints/{n}" for n in models]
-    assert manifest["init_checkpoint"]["file"] == "init/synth-b0-64.pt"
-    for rel in [c["file"] for c in manifest["checkpoints"]] + ["init/synth-b0-64.pt"]:
+    assert manifest["init_checkpoint"]["file"] == "init/synth-b0-96.pt"
+    for rel in [c["file"] for c in manifest["checkpoints"]] + ["init/synth-b0-96.pt"]:
         model, ck = load_model(out / rel)
         assert ck["image_size"] == load_checkpoint(WEIGHTS / Path(rel).name)["image_size"]  # the size travels with it
