@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 from bengali_kit.cli import main as kit  # noqa: E402
 from bengali_kit.components import COMPONENTS  # noqa: E402
+from bengali_kit.files import atomic_write_bytes  # noqa: E402
 from bengali_kit.model import load_checkpoint  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "reference"
@@ -89,11 +90,18 @@ def start_0_3() -> Path:
     if not START_0_3.is_file():
         data = subprocess.run(["git", "-C", str(ROOT), "show", f"{START_0_3_COMMIT}:weights/synth-b0-64.pt"],
                               check=True, capture_output=True).stdout
-        START_0_3.parent.mkdir(parents=True, exist_ok=True)
-        partial = START_0_3.with_suffix(".partial")
-        partial.write_bytes(data)
-        partial.replace(START_0_3)
+        atomic_write_bytes(START_0_3, data)
     return START_0_3
+
+
+def pretraining_seconds(checkpoint: str | Path) -> float:
+    """The training seconds a synthetic checkpoint records; SystemExit when it continued another checkpoint,
+    whose time it does not hold (``synth-b0-96.pt`` records its second stage only: give --pretrain-seconds)."""
+    ck = load_checkpoint(checkpoint)
+    if ck.get("init_from"):
+        raise SystemExit(f"{checkpoint}: continued from {ck['init_from'].get('path')}, so its 'seconds' are its last "
+                         "stage's only; give the whole pretraining time with --pretrain-seconds")
+    return float(ck.get("seconds", 0.0))
 
 
 def run(argv: list[str]) -> None:
@@ -258,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init-b", default=None,
                     help="the start of (b) (default: the 0.3 recipe's, synth-b0-64.pt from git history)")
     ap.add_argument("--pretrain-seconds", type=float, default=None,
-                    help="its pretraining time, for (a+) (default: the 'seconds' the checkpoint records)")
+                    help="its pretraining time, for (a+) (default: the 'seconds' the checkpoint records; "
+                         "needed for a checkpoint that continued another, such as synth-b0-96.pt: 9937)")
     ap.add_argument("--only", default="a,b,c", help="comma-separated rows to run: a, a+, b, c, d")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="extra train option for (b) and (d), e.g. ema_decay=0 (becomes --ema-decay 0)")
@@ -310,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(train_row("(a) plain", folders, args.budget, plain, runs / f"a{size}-{length}-seed{args.seed}",
                               args.epochs))
     if "a+" in only:  # always by the clock: --budget plus the pretraining's seconds
-        pre = args.pretrain_seconds or float(load_checkpoint(args.init).get("seconds", 0.0))
+        pre = args.pretrain_seconds or pretraining_seconds(args.init)
         rows.append(train_row("(a+) plain, + pretraining time", folders, args.budget + pre, plain,
                               runs / f"a+{size}-{args.budget + pre:.0f}s-seed{args.seed}"))
     if "b" in only:
