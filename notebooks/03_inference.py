@@ -172,7 +172,7 @@ else:
 # %% [markdown]
 # ## The shipped model on handwriting it never saw
 #
-# `weights/real-b0-96.pt` is efficientnet-b0, pretrained at 64 px on rendered graphemes and fine-tuned at 96 px
+# `weights/real-b0-96.pt` is efficientnet-b0, pretrained on rendered graphemes and fine-tuned at 96 px
 # on 56,848 real handwritten crops, a quarter of each epoch rendered (`weights/README.md` has its commands; the
 # checkpoint carries its image size, and `evaluate` resizes to it). Here it reads the **held-out slice**,
 # `tests/data/real_heldout_64.npz`: 1,292 real crops, one of each (root, vowel, consonant) triple, from a file
