@@ -1,0 +1,163 @@
+"""The data-scaling table: recall against real crops per triple, a power-law fit, and its reading at Kaggle's 155.
+
+Reads the rows ``real_accuracy.py`` appended to ``benchmarks/.cache/results.jsonl`` on the standard split
+(no ``--unseen``, no ``--split 5``), run by epochs: (a) plain at 96 px (``--plain-size 96``) and (b) the recipe at
+96 px (``--tag recipe96``), at 5, 15 and 39 training crops per triple (``--train-per-triple``; 39 when absent),
+each with the same work (epochs × crops per triple). Seeds of one point are averaged.
+
+Per row it fits error = A · n^(-alpha) (error = 1 - weighted recall; least squares on logs) and reads it at
+``--at`` crops per triple; and the same for pretraining's gain, (b) - (a). A power law with no floor keeps
+falling where real curves flatten, so its reading is the optimistic end. Prints a markdown table and writes a
+log-log plot::
+
+    python benchmarks/data_scaling.py --plot benchmarks/figures/data_scaling.png
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bengali_kit.files import atomic_write_bytes
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+KAGGLE_PER_TRIPLE = 155
+TRAIN_PER_TRIPLE = 39  # the standard split's training crops per triple (no --train-per-triple)
+WORK = 5 * TRAIN_PER_TRIPLE  # epochs × crops per triple of every point: the recipe's 5 epochs of the 39
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    """The value following ``name`` in ``argv``; None when absent."""
+    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else None
+
+
+def row_of(record: dict) -> str | None:
+    """Which data-scaling row a results.jsonl record belongs to: "(a)", "(b)", or None for any other run."""
+    argv = record.get("argv", [])
+    if "--unseen" in argv or _option(argv, "--split") not in (None, "45") or not _option(argv, "--epochs"):
+        return None
+    name = record.get("name", "")
+    if name == "(a) plain" and _option(argv, "--plain-size") == "96":
+        return "(a)"
+    if name == "(b) recipe-recipe96":
+        return "(b)"
+    return None
+
+
+def load_points(results: Path, work: int = WORK) -> dict[str, dict[int, dict[int, float]]]:
+    """{row: {crops per triple: {seed: weighted recall}}} of the runs whose epochs × crops per triple is ``work``,
+    from results.jsonl; a later record of a run wins."""
+    points: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for number, line in enumerate(results.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"{results}:{number}: not a JSON line ({exc.msg})") from None
+        row = row_of(record)
+        if row is None:
+            continue
+        argv = record["argv"]
+        per_triple = int(_option(argv, "--train-per-triple") or TRAIN_PER_TRIPLE)
+        if int(_option(argv, "--epochs")) * per_triple != work:
+            continue
+        seed = int(_option(argv, "--seed") or 0)
+        points[row][per_triple][seed] = float(record["scores"]["weighted"])
+    return {row: dict(by_n) for row, by_n in points.items()}
+
+
+def fit_power_law(per_triple: list[float], error: list[float]) -> tuple[float, float]:
+    """(A, alpha) of error = A · n^(-alpha), least squares on log error against log n; needs two points or more."""
+    if len(per_triple) < 2 or min(error) <= 0:
+        raise ValueError("a power law needs two or more points with a positive error")
+    slope, intercept = np.polyfit(np.log(per_triple), np.log(error), 1)
+    return float(math.exp(intercept)), float(-slope)
+
+
+def table(points: dict[str, dict[int, dict[int, float]]], at: int = KAGGLE_PER_TRIPLE) -> tuple[str, dict]:
+    """The markdown table (mean recall per row and n, the fit, its reading at ``at``) and the fits by row."""
+    sizes = sorted({n for by_n in points.values() for n in by_n})
+    means = {row: {n: float(np.mean(list(seeds.values()))) for n, seeds in by_n.items()}
+             for row, by_n in sorted(points.items())}
+    fits = {}
+    lines = ["| row | " + " | ".join(f"{n} per triple" for n in sizes) + f" | alpha | fit at {at} |",
+             "|---|" + "---:|" * (len(sizes) + 2)]
+
+    def add(label: str, values: dict[int, float], error_of) -> None:
+        ns = sorted(values)
+        style = "+.4f" if label.startswith("gain") else ".4f"
+        cells = " | ".join(format(values[n], style) if n in values else "" for n in sizes)
+        try:
+            amplitude, alpha = fit_power_law(ns, [error_of(values[n]) for n in ns])
+        except ValueError:
+            lines.append(f"| {label} | {cells} | | |")
+            return
+        fits[label] = (amplitude, alpha)
+        reading = amplitude * at ** -alpha
+        lines.append(f"| {label} | {cells} | {alpha:.2f} | "
+                     + format(reading if label.startswith("gain") else 1 - reading, style) + " |")
+
+    for row, values in means.items():
+        add(row, values, lambda recall: 1.0 - recall)
+    if "(a)" in means and "(b)" in means:
+        both = {n: means["(b)"][n] - means["(a)"][n] for n in means["(a)"] if n in means["(b)"]}
+        add("gain (b) - (a)", both, lambda gain: gain)
+    seeds = {row: {n: len(s) for n, s in by_n.items()} for row, by_n in sorted(points.items())}
+    lines.append("")
+    lines.append("seeds per point: " + "; ".join(f"{row} " + ", ".join(f"{n}: {k}" for n, k in sorted(by.items()))
+                                                  for row, by in seeds.items()))
+    return "\n".join(lines), fits
+
+
+def plot(points: dict[str, dict[int, dict[int, float]]], fits: dict, out: Path, at: int = KAGGLE_PER_TRIPLE) -> None:
+    """Error against crops per triple on log-log axes, each row's points (every seed) and its fit out to ``at``."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    grid = np.geomspace(min(n for by_n in points.values() for n in by_n), at, 50)
+    for (row, by_n), colour in zip(sorted(points.items()), ("tab:grey", "tab:blue")):
+        for n, seeds in by_n.items():
+            ax.scatter([n] * len(seeds), [1 - r for r in seeds.values()], color=colour, zorder=3)
+        if row in fits:
+            amplitude, alpha = fits[row]
+            ax.plot(grid, amplitude * grid ** -alpha, color=colour, label=f"{row}: error ∝ n^-{alpha:.2f}")
+    ax.axvline(at, color="k", linestyle=":", label=f"Kaggle's {at} per triple")
+    ax.set(xscale="log", yscale="log", xlabel="real training crops per triple",
+           ylabel="1 - weighted recall (validation)", title="Data scaling at equal work (epochs × crops)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(out, buffer.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", type=Path, default=CACHE / "results.jsonl", help="real_accuracy.py's results file")
+    ap.add_argument("--at", type=int, default=KAGGLE_PER_TRIPLE, help="crops per triple to read the fits at")
+    ap.add_argument("--work", type=int, default=WORK,
+                    help="keep the runs whose epochs × crops per triple is this (5 epochs of 39: 195)")
+    ap.add_argument("--plot", type=Path, default=None, help="write the log-log plot to this PNG")
+    args = ap.parse_args(argv)
+    if not args.results.is_file():
+        raise SystemExit(f"{args.results}: no such file (run benchmarks/real_accuracy.py's data-scaling rows first)")
+    points = load_points(args.results, args.work)
+    if not points:
+        raise SystemExit(f"{args.results}: no data-scaling row yet (real_accuracy.py --epochs N --only a,b ...)")
+    text, fits = table(points, args.at)
+    print(text)
+    if args.plot:
+        plot(points, fits, args.plot, args.at)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
