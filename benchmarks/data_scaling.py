@@ -72,6 +72,18 @@ def load_points(results: Path, work: int = WORK) -> dict[str, dict[int, dict[int
     return {row: dict(by_n) for row, by_n in points.items()}
 
 
+def add_point(points: dict[str, dict[int, dict[int, float]]], spec: str) -> None:
+    """Add ``ROW:N:SEED:RECALL`` (e.g. ``b:39:0:0.8992``), a point measured where this results file was not."""
+    try:
+        row, per_triple, seed, recall = spec.split(":")
+        row, per_triple, seed, recall = f"({row.strip('()')})", int(per_triple), int(seed), float(recall)
+    except ValueError:
+        raise SystemExit(f"--point {spec}: expected ROW:N:SEED:RECALL, e.g. b:39:0:0.8992") from None
+    if row not in ("(a)", "(b)") or not 0 <= recall <= 1:
+        raise SystemExit(f"--point {spec}: ROW is a or b and RECALL lies in [0, 1]")
+    points.setdefault(row, {}).setdefault(per_triple, {})[seed] = recall
+
+
 def fit_power_law(per_triple: list[float], error: list[float]) -> tuple[float, float]:
     """(A, alpha) of error = A · n^(-alpha), least squares on log error against log n; needs two points or more."""
     if len(per_triple) < 2 or min(error) <= 0:
@@ -144,11 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--at", type=int, default=KAGGLE_PER_TRIPLE, help="crops per triple to read the fits at")
     ap.add_argument("--work", type=int, default=WORK,
                     help="keep the runs whose epochs × crops per triple is this (5 epochs of 39: 195)")
+    ap.add_argument("--point", action="append", default=[], metavar="ROW:N:SEED:RECALL",
+                    help="a point recorded in another machine's results file (benchmarks/README.md quotes it), "
+                         "e.g. b:39:0:0.8992; it wins over this file's record of the same run")
     ap.add_argument("--plot", type=Path, default=None, help="write the log-log plot to this PNG")
     args = ap.parse_args(argv)
     if not args.results.is_file():
         raise SystemExit(f"{args.results}: no such file (run benchmarks/real_accuracy.py's data-scaling rows first)")
     points = load_points(args.results, args.work)
+    for spec in args.point:
+        add_point(points, spec)
     if not points:
         raise SystemExit(f"{args.results}: no data-scaling row yet (real_accuracy.py --epochs N --only a,b ...)")
     text, fits = table(points, args.at)

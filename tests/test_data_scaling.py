@@ -119,3 +119,15 @@ def test_bad_inputs_name_the_file(tmp_path):
     bad.write_text(_record(*_argv("(a)", 5), 0.5) + "\n{not json\n")
     with pytest.raises(SystemExit, match=r"bad.jsonl:2: not a JSON line"):
         ds.main(["--results", str(bad)])
+
+
+def test_a_point_from_another_machine_joins_its_row(tmp_path, capsys):
+    ds = _load()
+    results = tmp_path / "results.jsonl"
+    results.write_text(_record(*_argv("(b)", 39, seed=1), 0.8956) + "\n")
+    assert ds.main(["--results", str(results), "--point", "b:39:0:0.8992"]) == 0
+    assert "| (b) | 0.8974 |" in capsys.readouterr().out  # the mean of the two seeds
+    with pytest.raises(SystemExit, match="expected ROW:N:SEED:RECALL"):
+        ds.main(["--results", str(results), "--point", "b:39:0.8992"])
+    with pytest.raises(SystemExit, match="ROW is a or b"):
+        ds.main(["--results", str(results), "--point", "d:39:0:0.93"])
