@@ -15,7 +15,6 @@ log-log plot::
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 from collections import defaultdict
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bengali_kit.files import atomic_write_bytes
+from bengali_kit.plots import save_figure
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 KAGGLE_PER_TRIPLE = 155
@@ -143,11 +142,8 @@ def plot(points: dict[str, dict[int, dict[int, float]]], fits: dict, out: Path, 
     ax.set(xscale="log", yscale="log", xlabel="real training crops per triple",
            ylabel="1 - weighted recall (validation)", title="Data scaling at equal work (epochs × crops)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    save_figure(fig, out)
     plt.close(fig)
-    atomic_write_bytes(out, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
