@@ -15,6 +15,8 @@ log-log plot::
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import math
 from collections import defaultdict
@@ -30,18 +32,37 @@ TRAIN_PER_TRIPLE = 39  # the standard split's training crops per triple (no --tr
 WORK = 5 * TRAIN_PER_TRIPLE  # epochs × crops per triple of every point: the recipe's 5 epochs of the 39
 
 
-def _option(argv: list[str], name: str) -> str | None:
-    """The value following ``name`` in ``argv``; None when absent."""
-    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else None
+@functools.lru_cache(maxsize=1)
+def _real_accuracy_parser() -> argparse.ArgumentParser:
+    """real_accuracy.py's own command line, raising ValueError where it would exit."""
+    spec = importlib.util.spec_from_file_location("real_accuracy", Path(__file__).with_name("real_accuracy.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parser = module.build_parser()
+
+    def refuse(message: str) -> None:
+        raise ValueError(message)
+
+    parser.error = refuse
+    return parser
+
+
+def run_options(record: dict) -> argparse.Namespace | None:
+    """The options a results.jsonl record ran with, as real_accuracy.py read them; None when it would not."""
+    try:
+        options, _unknown = _real_accuracy_parser().parse_known_args(record.get("argv", []))
+    except ValueError:
+        return None
+    return options
 
 
 def row_of(record: dict) -> str | None:
     """Which data-scaling row a results.jsonl record belongs to: "(a)", "(b)", or None for any other run."""
-    argv = record.get("argv", [])
-    if "--unseen" in argv or _option(argv, "--split") not in (None, "45") or not _option(argv, "--epochs"):
+    options = run_options(record)
+    if options is None or options.unseen or options.split != "45" or not options.epochs or options.blend:
         return None
     name = record.get("name", "")
-    if name == "(a) plain" and _option(argv, "--plain-size") == "96":
+    if name == "(a) plain" and options.plain_size == 96:
         return "(a)"
     if name == "(b) recipe-recipe96":
         return "(b)"
@@ -62,12 +83,11 @@ def load_points(results: Path, work: int = WORK) -> dict[str, dict[int, dict[int
         row = row_of(record)
         if row is None:
             continue
-        argv = record["argv"]
-        per_triple = int(_option(argv, "--train-per-triple") or TRAIN_PER_TRIPLE)
-        if int(_option(argv, "--epochs")) * per_triple != work:
+        options = run_options(record)
+        per_triple = options.train_per_triple or TRAIN_PER_TRIPLE
+        if options.epochs * per_triple != work:
             continue
-        seed = int(_option(argv, "--seed") or 0)
-        points[row][per_triple][seed] = float(record["scores"]["weighted"])
+        points[row][per_triple][options.seed] = float(record["scores"]["weighted"])
     return {row: dict(by_n) for row, by_n in points.items()}
 
 

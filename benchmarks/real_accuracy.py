@@ -256,7 +256,8 @@ def train_row(name: str, folders: Path, budget: float, extra: list[str], out: Pa
             "epoch": ck["epoch"], "run": str(out)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (data_scaling.py reads the results' argv with it too)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", type=float, default=3600.0, help="seconds of training on real crops for (a), (b), (d)")
     ap.add_argument("--epochs", type=int, default=0,
@@ -289,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --unseen, train nothing: two finished run folders' names (e.g. "
                          "b-recipe96-2ep-seed0,b-mix25-2ep-seed0); seen and unseen recall when the root is "
                          "blended from both, or routed to the generalist for predicted triples never trained on")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
 
     if args.blend:

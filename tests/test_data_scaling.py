@@ -131,3 +131,17 @@ def test_a_point_from_another_machine_joins_its_row(tmp_path, capsys):
         ds.main(["--results", str(results), "--point", "b:39:0.8992"])
     with pytest.raises(SystemExit, match="ROW is a or b"):
         ds.main(["--results", str(results), "--point", "d:39:0:0.93"])
+
+
+def test_records_are_read_with_real_accuracys_own_command_line(tmp_path):
+    """`--opt=value` and abbreviated options count as real_accuracy.py counts them; a command it refuses is no row."""
+    ds = _load()
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join([
+        _record(["--epochs=13", "--only", "b", "--set", "image_size=96", "--tag", "recipe96",
+                 "--train-per-triple=15", "--seed=1"], "(b) recipe-recipe96", 0.85),
+        _record(["--epochs", "13", "--only", "a", "--plain-size", "96", "--train-per", "15"], "(a) plain", 0.70),
+        _record(["--epochs", "13", "--only", "a", "--plain-size", "96", "--train-per-triple", "15",
+                 "--split", "17"], "(a) plain", 0.10),  # not a --split real_accuracy.py accepts
+    ]) + "\n")
+    assert ds.load_points(results) == {"(b)": {15: {1: 0.85}}, "(a)": {15: {0: 0.70}}}
