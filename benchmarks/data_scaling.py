@@ -56,9 +56,8 @@ def run_options(record: dict) -> argparse.Namespace | None:
     return options
 
 
-def row_of(record: dict) -> str | None:
-    """Which data-scaling row a results.jsonl record belongs to: "(a)", "(b)", or None for any other run."""
-    options = run_options(record)
+def row_of(record: dict, options: argparse.Namespace | None) -> str | None:
+    """Which data-scaling row a results.jsonl record, run with ``options``, belongs to: "(a)", "(b)", or None."""
     if options is None or options.unseen or options.split != "45" or not options.epochs or options.blend:
         return None
     name = record.get("name", "")
@@ -80,10 +79,10 @@ def load_points(results: Path, work: int = WORK) -> dict[str, dict[int, dict[int
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise SystemExit(f"{results}:{number}: not a JSON line ({exc.msg})") from None
-        row = row_of(record)
+        options = run_options(record)
+        row = row_of(record, options)
         if row is None:
             continue
-        options = run_options(record)
         per_triple = options.train_per_triple or TRAIN_PER_TRIPLE
         if options.epochs * per_triple != work:
             continue
