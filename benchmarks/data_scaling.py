@@ -7,8 +7,9 @@ each with the same work (epochs × crops per triple). Seeds of one point are ave
 
 Per row it fits error = A · n^(-alpha) (error = 1 - weighted recall; least squares on logs) and reads it at
 ``--at`` crops per triple; and the same for pretraining's gain, (b) - (a). A power law with no floor keeps
-falling where real curves flatten, so its reading is the optimistic end. Prints a markdown table and writes a
-log-log plot::
+falling where real curves flatten, so its reading is the optimistic end. Prints a markdown table (with each
+fit's largest miss of its own points; a row whose recall falls as the data grows is flagged, since no power law
+runs through it) and writes a log-log plot (such a row's fit dashed)::
 
     python benchmarks/data_scaling.py --plot benchmarks/figures/data_scaling.png
 """
@@ -110,14 +111,21 @@ def fit_power_law(per_triple: list[float], error: list[float]) -> tuple[float, f
     return float(math.exp(intercept)), float(-slope)
 
 
+def falls(recall: dict[int, float]) -> list[tuple[int, int]]:
+    """Neighbouring sizes (smaller, larger) where recall falls as the data grows: no power law runs there."""
+    ns = sorted(recall)
+    return [(small, large) for small, large in zip(ns, ns[1:]) if recall[large] < recall[small]]
+
+
 def table(points: dict[str, dict[int, dict[int, float]]], at: int = KAGGLE_PER_TRIPLE) -> tuple[str, dict]:
     """The markdown table (mean recall per row and n, the fit, its reading at ``at``) and the fits by row."""
     sizes = sorted({n for by_n in points.values() for n in by_n})
     means = {row: {n: float(np.mean(list(seeds.values()))) for n, seeds in by_n.items()}
              for row, by_n in sorted(points.items())}
     fits = {}
-    lines = ["| row | " + " | ".join(f"{n} per triple" for n in sizes) + f" | alpha | fit at {at} |",
-             "|---|" + "---:|" * (len(sizes) + 2)]
+    warnings = []
+    lines = ["| row | " + " | ".join(f"{n} per triple" for n in sizes) + f" | alpha | fit at {at} | largest miss |",
+             "|---|" + "---:|" * (len(sizes) + 3)]
 
     def add(label: str, values: dict[int, float], error_of) -> None:
         ns = sorted(values)
@@ -126,20 +134,25 @@ def table(points: dict[str, dict[int, dict[int, float]]], at: int = KAGGLE_PER_T
         try:
             amplitude, alpha = fit_power_law(ns, [error_of(values[n]) for n in ns])
         except ValueError:
-            lines.append(f"| {label} | {cells} | | |")
+            lines.append(f"| {label} | {cells} | | | |")
             return
         fits[label] = (amplitude, alpha)
-        reading = amplitude * at ** -alpha
-        lines.append(f"| {label} | {cells} | {alpha:.2f} | "
-                     + format(reading if label.startswith("gain") else 1 - reading, style) + " |")
+        # error_of is its own inverse (1 - recall, or the gain itself): the fit in the row's units
+        fitted = {n: error_of(amplitude * n ** -alpha) for n in ns + [at]}
+        miss = max(abs(fitted[n] - values[n]) for n in ns)
+        lines.append(f"| {label} | {cells} | {alpha:.2f} | {fitted[at]:{style}} | {miss:.4f} |")
 
     for row, values in means.items():
         add(row, values, lambda recall: 1.0 - recall)
+        for small, large in falls(values):
+            warnings.append(f"{row} falls from {values[small]:.4f} at {small} to {values[large]:.4f} at {large} "
+                            "crops per triple: its fit is no trend (more seeds first)")
     if "(a)" in means and "(b)" in means:
         both = {n: means["(b)"][n] - means["(a)"][n] for n in means["(a)"] if n in means["(b)"]}
         add("gain (b) - (a)", both, lambda gain: gain)
     seeds = {row: {n: len(s) for n, s in by_n.items()} for row, by_n in sorted(points.items())}
     lines.append("")
+    lines += [f"warning: {text}" for text in warnings]
     lines.append("seeds per point: " + "; ".join(f"{row} " + ", ".join(f"{n}: {k}" for n, k in sorted(by.items()))
                                                   for row, by in seeds.items()))
     return "\n".join(lines), fits
@@ -157,7 +170,10 @@ def plot(points: dict[str, dict[int, dict[int, float]]], fits: dict, out: Path, 
             ax.scatter([n] * len(seeds), [1 - r for r in seeds.values()], color=colour, zorder=3)
         if row in fits:
             amplitude, alpha = fits[row]
-            ax.plot(grid, amplitude * grid ** -alpha, color=colour, label=f"{row}: error ∝ n^-{alpha:.2f}")
+            means = {n: float(np.mean(list(seeds.values()))) for n, seeds in by_n.items()}
+            trend = not falls(means)
+            ax.plot(grid, amplitude * grid ** -alpha, color=colour, linestyle="-" if trend else "--",
+                    label=f"{row}: error ∝ n^-{alpha:.2f}" + ("" if trend else " (no trend: recall falls)"))
             error_at = amplitude * at ** -alpha
             ax.annotate(f"recall {1 - error_at:.3f}", (at, error_at), xytext=(4, 0), textcoords="offset points",
                         va="center", fontsize=8, color=colour)
@@ -171,7 +187,7 @@ def plot(points: dict[str, dict[int, dict[int, float]]], fits: dict, out: Path, 
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper right")
     save_figure(fig, out)
     plt.close(fig)
 

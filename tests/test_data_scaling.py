@@ -88,10 +88,26 @@ def test_fit_gives_back_each_rows_power_law_and_reads_it_at_155(tmp_path):
         assert fits[row][1] == pytest.approx(alpha, abs=0.01)
         assert fits[row][0] == pytest.approx(amplitude, rel=0.05)
         line = next(x for x in text.splitlines() if x.startswith(f"| {row} |"))
-        assert float(line.strip(" |").split("|")[-1]) == pytest.approx(1 - amplitude * 155 ** -alpha, abs=1e-3)
+        *_, reading, miss = line.strip(" |").split("|")
+        assert float(reading) == pytest.approx(1 - amplitude * 155 ** -alpha, abs=1e-3)
+        assert float(miss) < 1e-3  # every point lies on its law
     # the two seeds at 39 average to the law, so the table shows the law's value there
     assert f"{1 - 0.3 * 39 ** -0.25:.4f}" in text
     assert "gain (b) - (a)" in text and "(b) 5: 1, 15: 1, 39: 2" in text
+    assert "warning" not in text
+
+
+def test_a_row_whose_recall_falls_with_more_data_is_flagged(tmp_path):
+    ds = _load()
+    results = tmp_path / "results.jsonl"
+    # (a) at 15 below (a) at 5, as one seed of a plain run that left its plateau late
+    recalls = {5: 0.7481, 15: 0.6513, 39: 0.8475}
+    results.write_text("".join(_record(*_argv("(a)", n), r) + "\n" for n, r in recalls.items()))
+    text, fits = ds.table(ds.load_points(results))
+    assert "warning: (a) falls from 0.7481 at 5 to 0.6513 at 15" in text
+    line = next(x for x in text.splitlines() if x.startswith("| (a) |"))
+    assert float(line.strip(" |").split("|")[-1]) > 0.05  # the fit misses a point by more than its spread
+    assert ds.falls(recalls) == [(5, 15)] and ds.falls({5: 0.7, 15: 0.8, 39: 0.9}) == []
 
 
 def test_fit_refuses_what_is_not_a_power_law():
