@@ -201,13 +201,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--point", action="append", default=[], metavar="ROW:N:SEED:RECALL",
                     help="a point recorded in another machine's results file (benchmarks/README.md quotes it), "
                          "e.g. b:39:0:0.8992; it wins over this file's record of the same run")
+    ap.add_argument("--sizes", default=None, metavar="N,N,...",
+                    help="keep only these crops per triple, e.g. 5,39 to read a row between its ends "
+                         "(default: every size recorded)")
     ap.add_argument("--plot", type=Path, default=None, help="write the log-log plot to this PNG")
     args = ap.parse_args(argv)
+    try:
+        sizes = {int(n) for n in args.sizes.split(",")} if args.sizes else None
+    except ValueError:
+        ap.error(f"--sizes {args.sizes}: expected crops per triple separated by commas, e.g. 5,39")
     if not args.results.is_file():
         raise SystemExit(f"{args.results}: no such file (run benchmarks/real_accuracy.py's data-scaling rows first)")
     points = load_points(args.results, args.work)
     for spec in args.point:
         add_point(points, spec)
+    if sizes is not None:
+        points = {row: {n: seeds for n, seeds in by_n.items() if n in sizes} for row, by_n in points.items()}
+        points = {row: by_n for row, by_n in points.items() if by_n}
     if not points:
         raise SystemExit(f"{args.results}: no data-scaling row yet (real_accuracy.py --epochs N --only a,b ...)")
     text, fits = table(points, args.at)

@@ -161,3 +161,17 @@ def test_records_are_read_with_real_accuracys_own_command_line(tmp_path):
                  "--split", "17"], "(a) plain", 0.10),  # not a --split real_accuracy.py accepts
     ]) + "\n")
     assert ds.load_points(results) == {"(b)": {15: {1: 0.85}}, "(a)": {15: {0: 0.70}}}
+
+
+def test_sizes_keeps_only_the_points_asked_for(tmp_path, capsys):
+    ds = _load()
+    results = tmp_path / "results.jsonl"
+    recalls = {5: 0.7481, 15: 0.6513, 39: 0.8475}
+    results.write_text("".join(_record(*_argv("(a)", n), r) + "\n" for n, r in recalls.items()))
+    assert ds.main(["--results", str(results), "--sizes", "5,39"]) == 0
+    out = capsys.readouterr().out
+    assert "15 per triple" not in out and "0.6513" not in out and "warning" not in out
+    # two points: the law runs through both, and reads 0.8911 at 155 (the README's two-end reading of (a))
+    assert "| (a) | 0.7481 | 0.8475 | 0.24 | 0.8911 | 0.0000 |" in out
+    with pytest.raises(SystemExit):
+        ds.main(["--results", str(results), "--sizes", "five"])
