@@ -111,6 +111,17 @@ def fit_power_law(per_triple: list[float], error: list[float]) -> tuple[float, f
     return float(math.exp(intercept)), float(-slope)
 
 
+def seed_means(points: dict[str, dict[int, dict[int, float]]]) -> dict[str, dict[int, float]]:
+    """{row: {crops per triple: recall averaged over its seeds}}, rows in order."""
+    return {row: {n: float(np.mean(list(seeds.values()))) for n, seeds in by_n.items()}
+            for row, by_n in sorted(points.items())}
+
+
+def sizes_of(points: dict[str, dict[int, dict[int, float]]]) -> list[int]:
+    """Every crops-per-triple size that some row has a point at, ascending."""
+    return sorted({n for by_n in points.values() for n in by_n})
+
+
 def falls(recall: dict[int, float]) -> list[tuple[int, int]]:
     """Neighbouring sizes (smaller, larger) where recall falls as the data grows: no power law runs there."""
     ns = sorted(recall)
@@ -119,9 +130,8 @@ def falls(recall: dict[int, float]) -> list[tuple[int, int]]:
 
 def table(points: dict[str, dict[int, dict[int, float]]], at: int = KAGGLE_PER_TRIPLE) -> tuple[str, dict]:
     """The markdown table (mean recall per row and n, the fit, its reading at ``at``) and the fits by row."""
-    sizes = sorted({n for by_n in points.values() for n in by_n})
-    means = {row: {n: float(np.mean(list(seeds.values()))) for n, seeds in by_n.items()}
-             for row, by_n in sorted(points.items())}
+    sizes = sizes_of(points)
+    means = seed_means(points)
     fits = {}
     warnings = []
     lines = ["| row | " + " | ".join(f"{n} per triple" for n in sizes) + f" | alpha | fit at {at} | largest miss |",
@@ -164,14 +174,15 @@ def plot(points: dict[str, dict[int, dict[int, float]]], fits: dict, out: Path, 
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    grid = np.geomspace(min(n for by_n in points.values() for n in by_n), at, 50)
+    sizes = sizes_of(points)
+    means = seed_means(points)
+    grid = np.geomspace(sizes[0], at, 50)
     for (row, by_n), colour in zip(sorted(points.items()), ("tab:grey", "tab:blue")):
         for n, seeds in by_n.items():
             ax.scatter([n] * len(seeds), [1 - r for r in seeds.values()], color=colour, zorder=3)
         if row in fits:
             amplitude, alpha = fits[row]
-            means = {n: float(np.mean(list(seeds.values()))) for n, seeds in by_n.items()}
-            trend = not falls(means)
+            trend = not falls(means[row])
             ax.plot(grid, amplitude * grid ** -alpha, color=colour, linestyle="-" if trend else "--",
                     label=f"{row}: error ∝ n^-{alpha:.2f}" + ("" if trend else " (no trend: recall falls)"))
             error_at = amplitude * at ** -alpha
@@ -181,8 +192,8 @@ def plot(points: dict[str, dict[int, dict[int, float]]], fits: dict, out: Path, 
     ax.set(xscale="log", yscale="log", xlabel="real training crops per triple",
            ylabel="1 - weighted recall (validation)", title="Data scaling at equal work (epochs × crops)")
     # ticks where the points are, in plain decimals (powers of ten read badly over a factor of 30)
-    sizes = sorted({n for by_n in points.values() for n in by_n} | {at})
-    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ticks = sorted(set(sizes) | {at})
+    ax.set_xticks(ticks, [str(n) for n in ticks])
     ax.set_xlim(right=at * 2.3)  # room for the readings at ``at``
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_major_formatter(ScalarFormatter())

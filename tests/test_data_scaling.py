@@ -97,17 +97,24 @@ def test_fit_gives_back_each_rows_power_law_and_reads_it_at_155(tmp_path):
     assert "warning" not in text
 
 
+# (a) at 15 below (a) at 5, as one seed of a plain run that left its plateau late
+FALLING = {5: 0.7481, 15: 0.6513, 39: 0.8475}
+
+
+def _falling_results(tmp_path: Path) -> Path:
+    """A results file holding only the (a) row of FALLING."""
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(_record(*_argv("(a)", n), r) + "\n" for n, r in FALLING.items()))
+    return results
+
+
 def test_a_row_whose_recall_falls_with_more_data_is_flagged(tmp_path):
     ds = _load()
-    results = tmp_path / "results.jsonl"
-    # (a) at 15 below (a) at 5, as one seed of a plain run that left its plateau late
-    recalls = {5: 0.7481, 15: 0.6513, 39: 0.8475}
-    results.write_text("".join(_record(*_argv("(a)", n), r) + "\n" for n, r in recalls.items()))
-    text, fits = ds.table(ds.load_points(results))
+    text, fits = ds.table(ds.load_points(_falling_results(tmp_path)))
     assert "warning: (a) falls from 0.7481 at 5 to 0.6513 at 15" in text
     line = next(x for x in text.splitlines() if x.startswith("| (a) |"))
     assert float(line.strip(" |").split("|")[-1]) > 0.05  # the fit misses a point by more than its spread
-    assert ds.falls(recalls) == [(5, 15)] and ds.falls({5: 0.7, 15: 0.8, 39: 0.9}) == []
+    assert ds.falls(FALLING) == [(5, 15)] and ds.falls({5: 0.7, 15: 0.8, 39: 0.9}) == []
 
 
 def test_fit_refuses_what_is_not_a_power_law():
@@ -165,9 +172,7 @@ def test_records_are_read_with_real_accuracys_own_command_line(tmp_path):
 
 def test_sizes_keeps_only_the_points_asked_for(tmp_path, capsys):
     ds = _load()
-    results = tmp_path / "results.jsonl"
-    recalls = {5: 0.7481, 15: 0.6513, 39: 0.8475}
-    results.write_text("".join(_record(*_argv("(a)", n), r) + "\n" for n, r in recalls.items()))
+    results = _falling_results(tmp_path)
     assert ds.main(["--results", str(results), "--sizes", "5,39"]) == 0
     out = capsys.readouterr().out
     assert "15 per triple" not in out and "0.6513" not in out and "warning" not in out
